@@ -1,0 +1,405 @@
+"""An in-process backend for tests and examples: same rules as the database backend, no
+database. Thread-safe; ``wait_for_jobs`` wakes as soon as a job is enqueued or given back."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import socket
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from ..encoding import to_json_native
+from ..exceptions import InvalidTransition, JobNotFound
+from ..job import Job, JobError, JobId
+from ..query import Query
+from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
+from ..uniqueness import UniquenessCriteria
+from ..validation import check_aware, check_max_attempts, check_priority, check_tags
+from .base import (
+    Backend,
+    Claim,
+    EnqueuableJob,
+    ErrorDetails,
+    PruneRule,
+    PruneSpec,
+    WorkerInfo,
+    rerun_status,
+    snoozed_status,
+)
+
+
+class InMemoryBackend(Backend):
+    """Keeps jobs in a dict; for tests (see ``django_rexecutor.testing``)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[int, Job] = {}
+        self._unique_keys: dict[int, str | None] = {}
+        self._workers: dict[str, WorkerInfo] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+
+    def __repr__(self) -> str:
+        return f"<InMemoryBackend: {len(self._jobs)} jobs>"
+
+    def clear(self) -> None:
+        with self._lock:
+            self._jobs.clear()
+            self._unique_keys.clear()
+            self._workers.clear()
+
+    def _get(self, job_id: int, executor: str | None = None) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None or (executor is not None and job.executor != executor):
+            raise JobNotFound(job_id, f"for executor {executor!r}." if executor else "")
+        return job
+
+    @staticmethod
+    def _copy(job: Job) -> Job:
+        return replace(
+            job,
+            data=copy.deepcopy(job.data),
+            metadata=copy.deepcopy(job.metadata),
+            tags=list(job.tags),
+            errors=list(job.errors),
+        )
+
+    def _notify(self) -> None:
+        self._changed.notify_all()
+
+    # -- enqueue -------------------------------------------------------------------------
+    def enqueue(self, job: EnqueuableJob) -> JobId:
+        with self._lock:
+            criteria = job.uniqueness
+            if criteria is not None and not criteria.disabled:
+                existing = self._find_duplicate(job, criteria)
+                if existing is not None:
+                    replace_ = criteria.on_conflict_replace
+                    if replace_ is not None and existing.status in replace_.statuses:
+                        for name in replace_.fields:
+                            setattr(existing, name, copy.deepcopy(getattr(job, name)))
+                        self._notify()
+                    return JobId(existing.id, inserted=False)
+            job_id = next(self._ids)
+            self._jobs[job_id] = Job(
+                id=job_id,
+                status=JobStatus.SCHEDULED,
+                executor=job.executor,
+                data=copy.deepcopy(job.data),
+                metadata=copy.deepcopy(job.metadata),
+                attempt=0,
+                max_attempts=job.max_attempts,
+                priority=job.priority,
+                tags=list(job.tags),
+                errors=[],
+                inserted_at=timezone.now(),
+                scheduled_at=job.scheduled_at,
+            )
+            self._unique_keys[job_id] = (
+                criteria.key_hash if criteria is not None and not criteria.disabled else None
+            )
+            self._notify()
+            return JobId(job_id)
+
+    def _find_duplicate(self, job: EnqueuableJob, criteria: UniquenessCriteria) -> Job | None:
+        for existing in self._jobs.values():
+            if existing.status not in criteria.statuses:
+                continue
+            if criteria.has_key and self._unique_keys.get(existing.id) != criteria.key_hash:
+                continue
+            if criteria.executor and existing.executor != job.executor:
+                continue
+            if criteria.window is not None and (
+                abs(existing.scheduled_at - job.scheduled_at) > criteria.window
+            ):
+                continue
+            return existing
+        return None
+
+    def enqueue_many(self, jobs: Sequence[EnqueuableJob]) -> list[JobId]:
+        with self._lock:
+            return [self.enqueue(j) for j in jobs]
+
+    # -- claiming ------------------------------------------------------------------------
+    def claim_jobs(self, worker_id: str, capacity: Mapping[str, int], limit: int) -> list[Job]:
+        now = timezone.now()
+        with self._lock:
+            ready = sorted(
+                (
+                    j
+                    for j in self._jobs.values()
+                    if j.status in READY_STATUSES
+                    and j.scheduled_at <= now
+                    and capacity.get(j.executor, 0) > 0
+                ),
+                key=lambda j: (j.priority, j.scheduled_at, j.id),
+            )
+            taken: dict[str, int] = {}
+            claimed: list[Job] = []
+            for job in ready:
+                if len(claimed) >= limit:
+                    break
+                if taken.get(job.executor, 0) >= capacity[job.executor]:
+                    continue
+                taken[job.executor] = taken.get(job.executor, 0) + 1
+                job.status = JobStatus.EXECUTING
+                job.attempt += 1
+                job.attempted_at = now
+                job.claimed_by = worker_id
+                job.cancel_requested_at = None
+                claimed.append(self._copy(job))
+            return claimed
+
+    def next_scheduled_at(self, executors: Collection[str]) -> datetime | None:
+        with self._lock:
+            times = [
+                j.scheduled_at
+                for j in self._jobs.values()
+                if j.status in READY_STATUSES and j.executor in executors
+            ]
+        return min(times, default=None)
+
+    def wait_for_jobs(self, executors: Collection[str], timeout: float) -> None:
+        with self._changed:
+            self._changed.wait(max(0.0, timeout))
+
+    # -- results -------------------------------------------------------------------------
+    def _write_result(self, job_id: int, claim: Claim | None) -> Job | None:
+        """The job if a result may be written under ``claim``, else ``None``."""
+        job = self._get(job_id)
+        if job.status != JobStatus.EXECUTING:
+            return None
+        if claim is not None and (job.attempt, job.claimed_by) != (claim.attempt, claim.worker_id):
+            return None
+        return job
+
+    def _settle(
+        self,
+        job_id: int,
+        claim: Claim | None,
+        status: JobStatus,
+        error: ErrorDetails | None,
+        scheduled_at: datetime | None = None,
+    ) -> bool:
+        with self._lock:
+            job = self._write_result(job_id, claim)
+            if job is None:
+                return False
+            now = timezone.now()
+            if job.cancel_requested_at is not None:
+                status = JobStatus.CANCELLED
+                error = ErrorDetails(ErrorType.CANCELLED, "cancelled while running")
+            job.status = status
+            if status == JobStatus.COMPLETE:
+                job.completed_at = now
+            elif status == JobStatus.CANCELLED:
+                job.cancelled_at = now
+            elif status == JobStatus.DISCARDED:
+                job.discarded_at = now
+            if scheduled_at is not None and status in READY_STATUSES:
+                job.scheduled_at = scheduled_at
+            if error is not None:
+                job.errors.append(
+                    JobError(job.attempt, error.error_type, error.message, error.traceback, now)
+                )
+            self._notify()
+            return True
+
+    def mark_job_complete(self, job_id: int, *, claim: Claim | None = None) -> bool:
+        return self._settle(job_id, claim, JobStatus.COMPLETE, None)
+
+    def mark_job_retryable(
+        self,
+        job_id: int,
+        next_scheduled_at: datetime,
+        error: ErrorDetails,
+        *,
+        claim: Claim | None = None,
+    ) -> bool:
+        return self._settle(job_id, claim, JobStatus.RETRYABLE, error, next_scheduled_at)
+
+    def mark_job_discarded(
+        self, job_id: int, error: ErrorDetails, *, claim: Claim | None = None
+    ) -> bool:
+        return self._settle(job_id, claim, JobStatus.DISCARDED, error)
+
+    def mark_job_cancelled(
+        self, job_id: int, error: ErrorDetails, *, claim: Claim | None = None
+    ) -> bool:
+        return self._settle(job_id, claim, JobStatus.CANCELLED, error)
+
+    def mark_job_snoozed(
+        self, job_id: int, next_scheduled_at: datetime, *, claim: Claim | None = None
+    ) -> bool:
+        with self._lock:
+            job = self._write_result(job_id, claim)
+            if job is None:
+                return False
+            if job.cancel_requested_at is not None:
+                return self._settle(job_id, claim, JobStatus.CANCELLED, None)
+            job.attempt -= 1
+            status = snoozed_status(job.attempt)
+            return self._settle(job_id, None, status, None, next_scheduled_at)
+
+    def release_jobs(self, claims: Sequence[Claim]) -> int:
+        now = timezone.now()
+        released = 0
+        for c in claims:
+            try:
+                released += self.mark_job_snoozed(c.job_id, now, claim=c)
+            except JobNotFound:
+                pass
+        return released
+
+    # -- management ----------------------------------------------------------------------
+    def cancel_job(self, job_id: int, reason: str, *, executor: str | None = None) -> Job:
+        with self._lock:
+            job = self._get(job_id, executor)
+            now = timezone.now()
+            if job.status in TERMINAL_STATUSES:
+                raise InvalidTransition(
+                    job_id, job.status, "cancel", "Only waiting or running jobs can be cancelled."
+                )
+            if job.status == JobStatus.EXECUTING:
+                job.cancel_requested_at = job.cancel_requested_at or now
+            else:
+                job.status = JobStatus.CANCELLED
+                job.cancelled_at = now
+                job.errors.append(JobError(job.attempt, ErrorType.CANCELLED, reason, "", now))
+            self._notify()
+            return self._copy(job)
+
+    def rerun_job(self, job_id: int, *, executor: str | None = None) -> Job:
+        with self._lock:
+            job = self._get(job_id, executor)
+            if job.status in (JobStatus.EXECUTING, JobStatus.SCHEDULED):
+                raise InvalidTransition(
+                    job_id, job.status, "rerun", "Only finished or retryable jobs can be rerun."
+                )
+            job.status = rerun_status(job.attempt)
+            job.max_attempts += 1
+            job.scheduled_at = timezone.now()
+            job.completed_at = job.cancelled_at = job.discarded_at = None
+            job.cancel_requested_at = None
+            self._notify()
+            return self._copy(job)
+
+    def update_job(self, job: Job, *, executor: str | None = None) -> Job:
+        data = to_json_native(job.data, what="data")
+        metadata = to_json_native(job.metadata, what="metadata")
+        max_attempts = check_max_attempts(job.max_attempts)
+        priority = check_priority(job.priority)
+        tags = check_tags(job.tags)
+        scheduled_at = check_aware(job.scheduled_at, name="scheduled_at")
+        with self._lock:
+            stored = self._get(job.id, executor)
+            if stored.status not in READY_STATUSES:
+                raise InvalidTransition(
+                    job.id, stored.status, "update", "Only waiting jobs can be updated."
+                )
+            stored.data, stored.metadata, stored.tags = data, metadata, tags
+            stored.max_attempts, stored.priority = max_attempts, priority
+            stored.scheduled_at = scheduled_at
+            self._notify()
+            return self._copy(stored)
+
+    def query(self, query: Query, *, limit: int | None = None) -> list[Job]:
+        with self._lock:
+            found = [self._copy(j) for _, j in sorted(self._jobs.items()) if query.matches(j)]
+        return found[:limit]
+
+    # -- pruning -------------------------------------------------------------------------
+    def prune_jobs(self, spec: PruneSpec) -> int:
+        with self._lock:
+            return sum(self._prune_rule(rule) for rule in spec.rules)
+
+    def _prune_rule(self, rule: PruneRule) -> int:
+        def aged_at(job: Job) -> datetime:
+            if rule.status in TERMINAL_STATUSES:
+                return job.finished_at or job.scheduled_at
+            return job.scheduled_at
+
+        covered = [
+            j
+            for j in self._jobs.values()
+            if j.status == rule.status and rule.covers_executor(j.executor)
+        ]
+        if rule.max_age is not None:
+            cutoff = timezone.now() - rule.max_age
+            doomed = [j for j in covered if aged_at(j) < cutoff]
+        else:
+            newest_first = sorted(covered, key=lambda j: (aged_at(j), j.id), reverse=True)
+            doomed = newest_first[rule.max_length or 0 :]
+        for job in doomed:
+            del self._jobs[job.id]
+            self._unique_keys.pop(job.id, None)
+        return len(doomed)
+
+    # -- workers -------------------------------------------------------------------------
+    def record_heartbeat(
+        self,
+        worker_id: str,
+        *,
+        executors: Collection[str],
+        concurrency: int,
+        running: Collection[int] = (),
+    ) -> None:
+        now = timezone.now()
+        with self._lock:
+            known = self._workers.get(worker_id)
+            self._workers[worker_id] = WorkerInfo(
+                worker_id=worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                executors=sorted(executors),
+                concurrency=concurrency,
+                started_at=known.started_at if known else now,
+                heartbeat_at=now,
+                running=sorted(running),
+            )
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def live_workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            return sorted(self._workers.values(), key=lambda w: w.heartbeat_at, reverse=True)
+
+    def rescue_orphaned_jobs(self, after: timedelta) -> list[int]:
+        now = timezone.now()
+        rescued: list[int] = []
+        with self._lock:
+            alive = {w for w, info in self._workers.items() if info.heartbeat_at >= now - after}
+            for job in list(self._jobs.values()):
+                if job.status != JobStatus.EXECUTING or job.claimed_by in alive:
+                    continue
+                claim = Claim(job.id, job.attempt, job.claimed_by) if job.claimed_by else None
+                error = ErrorDetails(
+                    ErrorType.ORPHANED,
+                    f"worker {job.claimed_by or '?'} stopped sending heartbeats while running"
+                    f" attempt {job.attempt}",
+                )
+                if job.is_last_attempt:
+                    written = self.mark_job_discarded(job.id, error, claim=claim)
+                else:
+                    written = self.mark_job_retryable(job.id, now, error, claim=claim)
+                if written:
+                    rescued.append(job.id)
+            for worker_id in [w for w in self._workers if w not in alive]:
+                del self._workers[worker_id]
+        return rescued
+
+    def cancel_requested(self, job_ids: Collection[int]) -> set[int]:
+        with self._lock:
+            return {
+                i
+                for i in job_ids
+                if i in self._jobs and self._jobs[i].cancel_requested_at is not None
+            }

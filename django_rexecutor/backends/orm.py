@@ -1,0 +1,539 @@
+"""The production backend: jobs in Django models, on PostgreSQL or SQLite.
+
+Enqueue runs in the caller's transaction on the configured alias. Claims are one
+``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`` statement on PostgreSQL;
+on SQLite the same statement is safe because SQLite runs one writer at a time. Result writes are
+fenced by status, attempt and worker (see ``backends.base``)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import F, Min, Q
+from django.db.models.functions import Coalesce, Now
+from django.utils import timezone
+
+from ..exceptions import InvalidTransition, JobNotFound
+from ..job import Job, JobError, JobId
+from ..models import JobErrorRecord, JobRecord, WorkerRecord
+from ..query import Query
+from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
+from ..uniqueness import UniquenessCriteria
+from .base import (
+    Backend,
+    Claim,
+    EnqueuableJob,
+    ErrorDetails,
+    PruneRule,
+    PruneSpec,
+    WorkerInfo,
+    rerun_status,
+    snoozed_status,
+)
+from .compiler import compile_query
+
+_READY = sorted(s.value for s in READY_STATUSES)
+_FINISHED_AT = Coalesce("completed_at", "cancelled_at", "discarded_at")
+
+
+def to_job(record: JobRecord, errors: Iterable[JobErrorRecord] = ()) -> Job:
+    return Job(
+        id=record.pk,
+        status=JobStatus(record.status),
+        executor=record.executor,
+        data=record.data,
+        metadata=record.metadata,
+        attempt=record.attempt,
+        max_attempts=record.max_attempts,
+        priority=record.priority,
+        tags=list(record.tags or []),
+        errors=[
+            JobError(e.attempt, e.error_type, e.message, e.traceback, e.recorded_at) for e in errors
+        ],
+        inserted_at=record.inserted_at,
+        scheduled_at=record.scheduled_at,
+        attempted_at=record.attempted_at,
+        completed_at=record.completed_at,
+        cancelled_at=record.cancelled_at,
+        discarded_at=record.discarded_at,
+        claimed_by=record.claimed_by,
+        cancel_requested_at=record.cancel_requested_at,
+    )
+
+
+class DjangoBackend(Backend):
+    """Jobs stored through the Django ORM in the ``REXECUTOR["DATABASE"]`` alias."""
+
+    supports_transactions = True
+
+    def __init__(self, alias: str | None = None) -> None:
+        if alias is None:
+            from ..conf import rexecutor_settings
+
+            alias = rexecutor_settings.DATABASE
+        self.alias = alias
+
+    def __repr__(self) -> str:
+        return f"DjangoBackend(alias={self.alias!r})"
+
+    @property
+    def vendor(self) -> str:
+        return connections[self.alias].vendor
+
+    @property
+    def supports_notifications(self) -> bool:  # type: ignore[override]
+        return self.vendor == "postgresql"
+
+    def using(self, alias: str) -> DjangoBackend:
+        return self if alias == self.alias else type(self)(alias)
+
+    @property
+    def jobs(self) -> Any:
+        return JobRecord.objects.using(self.alias)
+
+    def _atomic(self) -> transaction.Atomic:
+        return transaction.atomic(using=self.alias)
+
+    # -- enqueue -------------------------------------------------------------------------
+    def _record(self, job: EnqueuableJob) -> JobRecord:
+        return JobRecord(
+            executor=job.executor,
+            status=JobStatus.SCHEDULED,
+            data=job.data,
+            metadata=job.metadata,
+            max_attempts=job.max_attempts,
+            priority=job.priority,
+            tags=list(job.tags),
+            scheduled_at=job.scheduled_at,
+            inserted_at=timezone.now(),
+            unique_key=job.uniqueness.key_hash
+            if job.uniqueness and not job.uniqueness.disabled
+            else None,
+        )
+
+    def enqueue(self, job: EnqueuableJob) -> JobId:
+        criteria = job.uniqueness
+        if criteria is None or criteria.disabled:
+            record = self._record(job)
+            record.save(using=self.alias, force_insert=True)
+            return JobId(record.pk)
+        with self._atomic():
+            self._lock(criteria.lock_id(job.executor))
+            existing = self._find_duplicate(job, criteria)
+            if existing is not None:
+                self._apply_replace(existing, job, criteria)
+                return JobId(existing.pk, inserted=False)
+            record = self._record(job)
+            record.save(using=self.alias, force_insert=True)
+            return JobId(record.pk)
+
+    def enqueue_many(self, jobs: Sequence[EnqueuableJob]) -> list[JobId]:
+        if any(j.uniqueness is not None and not j.uniqueness.disabled for j in jobs):
+            with self._atomic():
+                return [self.enqueue(j) for j in jobs]
+        records = self.jobs.bulk_create([self._record(j) for j in jobs], batch_size=5000)
+        return [JobId(r.pk) for r in records]
+
+    def _lock(self, lock_id: int) -> None:
+        """Serialise enqueues that could conflict until this transaction ends."""
+        with connections[self.alias].cursor() as cursor:
+            if self.vendor == "postgresql":
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+            else:
+                # A write statement takes SQLite's write lock for the rest of the
+                # transaction, so no other process can insert a duplicate meanwhile.
+                cursor.execute(f"UPDATE {JobRecord._meta.db_table} SET id = id WHERE 0")
+
+    def _find_duplicate(self, job: EnqueuableJob, criteria: UniquenessCriteria) -> JobRecord | None:
+        qs = self.jobs.filter(status__in=[s.value for s in criteria.statuses])
+        if criteria.has_key:
+            qs = qs.filter(unique_key=criteria.key_hash)
+        if criteria.executor:
+            qs = qs.filter(executor=job.executor)
+        if criteria.window is not None:
+            qs = qs.filter(
+                scheduled_at__gte=job.scheduled_at - criteria.window,
+                scheduled_at__lte=job.scheduled_at + criteria.window,
+            )
+        return qs.select_for_update().order_by("id").first()
+
+    def _apply_replace(
+        self, existing: JobRecord, job: EnqueuableJob, criteria: UniquenessCriteria
+    ) -> None:
+        replace = criteria.on_conflict_replace
+        if replace is None or existing.status not in replace.statuses:
+            return
+        for name in replace.fields:
+            setattr(existing, name, getattr(job, name))
+        existing.save(using=self.alias, update_fields=sorted(replace.fields))
+
+    # -- claiming ------------------------------------------------------------------------
+    def claim_jobs(self, worker_id: str, capacity: Mapping[str, int], limit: int) -> list[Job]:
+        wanted = {name: min(n, limit) for name, n in capacity.items() if n > 0}
+        if limit <= 0 or not wanted:
+            return []
+        connection = connections[self.alias]
+        ops = connection.ops
+        table = JobRecord._meta.db_table
+        now = ops.adapt_datetimefield_value(timezone.now())
+        lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+        ready = ", ".join(f"'{s}'" for s in _READY)
+        selects: list[str] = []
+        params: list[Any] = []
+        if all(n >= limit for n in wanted.values()):
+            marks = ", ".join(["%s"] * len(wanted))
+            selects.append(
+                f"SELECT id FROM {table} WHERE status IN ({ready}) AND executor IN ({marks})"
+                f" AND scheduled_at <= %s ORDER BY priority, scheduled_at, id LIMIT %s{lock}"
+            )
+            params += [*wanted, now, limit]
+        else:
+            for name, n in wanted.items():
+                selects.append(
+                    f"SELECT * FROM (SELECT id FROM {table} WHERE status IN ({ready})"
+                    f" AND executor = %s AND scheduled_at <= %s"
+                    f" ORDER BY priority, scheduled_at, id LIMIT %s{lock}) AS c{len(selects)}"
+                )
+                params += [name, now, n]
+        candidates = " UNION ALL ".join(selects)
+        sql = (
+            f"UPDATE {table} SET status = %s, attempt = attempt + 1, attempted_at = %s,"
+            f" claimed_by = %s, cancel_requested_at = NULL"
+            f" WHERE id IN (SELECT id FROM ({candidates}) AS candidates LIMIT %s) RETURNING *"
+        )
+        all_params = [JobStatus.EXECUTING.value, now, worker_id, *params, limit]
+        # One statement, so autocommit makes it atomic without a BEGIN/COMMIT round trip.
+        records = list(JobRecord.objects.db_manager(self.alias).raw(sql, all_params))
+        errors = self._errors_of([r.pk for r in records])
+        records.sort(key=lambda r: (r.priority, r.scheduled_at, r.pk))
+        return [to_job(r, errors.get(r.pk, ())) for r in records]
+
+    def _errors_of(self, job_ids: Sequence[int]) -> dict[int, list[JobErrorRecord]]:
+        out: dict[int, list[JobErrorRecord]] = {}
+        if not job_ids:
+            return out
+        for error in JobErrorRecord.objects.using(self.alias).filter(job_id__in=job_ids):
+            out.setdefault(error.job_id, []).append(error)
+        return out
+
+    def next_scheduled_at(self, executors: Collection[str]) -> datetime | None:
+        result = self.jobs.filter(status__in=_READY, executor__in=list(executors)).aggregate(
+            at=Min("scheduled_at")
+        )
+        return result["at"]  # type: ignore[no-any-return]
+
+    # -- results -------------------------------------------------------------------------
+    def _write_result(
+        self,
+        job_id: int,
+        claim: Claim | None,
+        updates: dict[str, Any],
+        error: ErrorDetails | None,
+    ) -> bool:
+        """Apply ``updates`` to the job if it is still executing under ``claim``; a job whose
+        cancellation was requested becomes cancelled instead."""
+        with self._atomic():
+            qs = self.jobs.filter(pk=job_id, status=JobStatus.EXECUTING)
+            if claim is not None:
+                qs = qs.filter(attempt=claim.attempt, claimed_by=claim.worker_id)
+            row = qs.select_for_update().values("attempt", "cancel_requested_at").first()
+            if row is None:
+                if not self.jobs.filter(pk=job_id).exists():
+                    raise JobNotFound(job_id)
+                return False
+            now = timezone.now()
+            if row["cancel_requested_at"] is not None:
+                updates = {"status": JobStatus.CANCELLED, "cancelled_at": now}
+                error = ErrorDetails(ErrorType.CANCELLED, "cancelled while running")
+            self.jobs.filter(pk=job_id).update(**updates)
+            if error is not None:
+                self._add_error(job_id, row["attempt"], error, now)
+            return True
+
+    def _add_error(self, job_id: int, attempt: int, error: ErrorDetails, at: datetime) -> None:
+        JobErrorRecord.objects.using(self.alias).create(
+            job_id=job_id,
+            attempt=attempt,
+            error_type=error.error_type,
+            message=error.message,
+            traceback=error.traceback,
+            recorded_at=at,
+        )
+
+    def mark_job_complete(self, job_id: int, *, claim: Claim | None = None) -> bool:
+        updates = {"status": JobStatus.COMPLETE, "completed_at": timezone.now()}
+        return self._write_result(job_id, claim, updates, None)
+
+    def mark_job_retryable(
+        self,
+        job_id: int,
+        next_scheduled_at: datetime,
+        error: ErrorDetails,
+        *,
+        claim: Claim | None = None,
+    ) -> bool:
+        updates = {"status": JobStatus.RETRYABLE, "scheduled_at": next_scheduled_at}
+        return self._write_result(job_id, claim, updates, error)
+
+    def mark_job_discarded(
+        self, job_id: int, error: ErrorDetails, *, claim: Claim | None = None
+    ) -> bool:
+        updates = {"status": JobStatus.DISCARDED, "discarded_at": timezone.now()}
+        return self._write_result(job_id, claim, updates, error)
+
+    def mark_job_cancelled(
+        self, job_id: int, error: ErrorDetails, *, claim: Claim | None = None
+    ) -> bool:
+        updates = {"status": JobStatus.CANCELLED, "cancelled_at": timezone.now()}
+        return self._write_result(job_id, claim, updates, error)
+
+    def mark_job_snoozed(
+        self, job_id: int, next_scheduled_at: datetime, *, claim: Claim | None = None
+    ) -> bool:
+        return self._give_back(job_id, next_scheduled_at, claim)
+
+    def _give_back(self, job_id: int, at: datetime, claim: Claim | None) -> bool:
+        attempt = self.jobs.filter(pk=job_id).values_list("attempt", flat=True).first()
+        if attempt is None:
+            raise JobNotFound(job_id)
+        updates = {
+            "status": snoozed_status(attempt - 1),
+            "attempt": F("attempt") - 1,
+            "scheduled_at": at,
+        }
+        return self._write_result(job_id, claim, updates, None)
+
+    def complete_jobs(self, claims: Sequence[Claim]) -> int:
+        if not claims:
+            return 0
+        fence = Q()
+        for c in claims:
+            fence |= Q(pk=c.job_id, attempt=c.attempt, claimed_by=c.worker_id)
+        with self._atomic():
+            done = self.jobs.filter(
+                fence, status=JobStatus.EXECUTING, cancel_requested_at__isnull=True
+            ).update(status=JobStatus.COMPLETE, completed_at=timezone.now())
+        if done == len(claims):
+            return done
+        # Some were cancelled meanwhile (or are stale): settle them one by one.
+        written = done
+        finished = set(
+            self.jobs.filter(
+                pk__in=[c.job_id for c in claims], status=JobStatus.COMPLETE
+            ).values_list("pk", flat=True)
+        )
+        for c in claims:
+            if c.job_id not in finished:
+                try:
+                    written += self.mark_job_complete(c.job_id, claim=c)
+                except JobNotFound:
+                    pass
+        return written
+
+    def release_jobs(self, claims: Sequence[Claim]) -> int:
+        now = timezone.now()
+        released = 0
+        for c in claims:
+            try:
+                released += self._give_back(c.job_id, now, c)
+            except JobNotFound:
+                pass
+        return released
+
+    # -- management ----------------------------------------------------------------------
+    def _locked(self, job_id: int, executor: str | None) -> JobRecord:
+        record = self.jobs.select_for_update().filter(pk=job_id).first()
+        if record is None or (executor is not None and record.executor != executor):
+            raise JobNotFound(job_id, f"for executor {executor!r}." if executor else "")
+        return record
+
+    def _fresh(self, job_id: int) -> Job:
+        record = self.jobs.get(pk=job_id)
+        return to_job(record, self._errors_of([job_id]).get(job_id, ()))
+
+    def cancel_job(self, job_id: int, reason: str, *, executor: str | None = None) -> Job:
+        with self._atomic():
+            record = self._locked(job_id, executor)
+            status = JobStatus(record.status)
+            now = timezone.now()
+            if status in TERMINAL_STATUSES:
+                raise InvalidTransition(
+                    job_id, status, "cancel", "Only waiting or running jobs can be cancelled."
+                )
+            if status == JobStatus.EXECUTING:
+                if record.cancel_requested_at is None:
+                    self.jobs.filter(pk=job_id).update(cancel_requested_at=now)
+            else:
+                self.jobs.filter(pk=job_id).update(status=JobStatus.CANCELLED, cancelled_at=now)
+                self._add_error(
+                    job_id, record.attempt, ErrorDetails(ErrorType.CANCELLED, reason), now
+                )
+            return self._fresh(job_id)
+
+    def rerun_job(self, job_id: int, *, executor: str | None = None) -> Job:
+        with self._atomic():
+            record = self._locked(job_id, executor)
+            status = JobStatus(record.status)
+            if status in (JobStatus.EXECUTING, JobStatus.SCHEDULED):
+                raise InvalidTransition(
+                    job_id, status, "rerun", "Only finished or retryable jobs can be rerun."
+                )
+            self.jobs.filter(pk=job_id).update(
+                status=rerun_status(record.attempt),
+                max_attempts=F("max_attempts") + 1,
+                scheduled_at=timezone.now(),
+                completed_at=None,
+                cancelled_at=None,
+                discarded_at=None,
+                cancel_requested_at=None,
+            )
+            return self._fresh(job_id)
+
+    def update_job(self, job: Job, *, executor: str | None = None) -> Job:
+        from ..encoding import to_json_native
+        from ..validation import check_aware, check_max_attempts, check_priority, check_tags
+
+        fields = {
+            "data": to_json_native(job.data, what="data"),
+            "metadata": to_json_native(job.metadata, what="metadata"),
+            "max_attempts": check_max_attempts(job.max_attempts),
+            "priority": check_priority(job.priority),
+            "tags": check_tags(job.tags),
+            "scheduled_at": check_aware(job.scheduled_at, name="scheduled_at"),
+        }
+        with self._atomic():
+            record = self._locked(job.id, executor)
+            status = JobStatus(record.status)
+            if status not in READY_STATUSES:
+                raise InvalidTransition(
+                    job.id, status, "update", "Only waiting jobs can be updated."
+                )
+            self.jobs.filter(pk=job.id).update(**fields)
+            return self._fresh(job.id)
+
+    def query(self, query: Query, *, limit: int | None = None) -> list[Job]:
+        records = list(self.jobs.filter(compile_query(query)).order_by("id")[:limit])
+        errors = self._errors_of([r.pk for r in records])
+        return [to_job(r, errors.get(r.pk, ())) for r in records]
+
+    # -- pruning -------------------------------------------------------------------------
+    def prune_jobs(self, spec: PruneSpec) -> int:
+        return sum(self._prune_rule(rule, spec.batch_size) for rule in spec.rules)
+
+    def _rule_queryset(self, rule: PruneRule) -> Any:
+        qs = self.jobs.filter(status=rule.status)
+        if rule.only is not None:
+            qs = qs.filter(executor__in=sorted(rule.only))
+        if rule.except_ is not None:
+            qs = qs.exclude(executor__in=sorted(rule.except_))
+        if rule.status in TERMINAL_STATUSES:
+            return qs.annotate(aged_at=_FINISHED_AT)
+        return qs.annotate(aged_at=F("scheduled_at"))
+
+    def _prune_rule(self, rule: PruneRule, batch_size: int) -> int:
+        qs = self._rule_queryset(rule)
+        deleted = 0
+        while True:
+            if rule.max_age is not None:
+                batch = qs.filter(aged_at__lt=timezone.now() - rule.max_age)
+                ids = list(batch.order_by("id").values_list("pk", flat=True)[:batch_size])
+            else:
+                newest_first = qs.order_by(F("aged_at").desc(nulls_last=True), "-id")
+                keep = rule.max_length or 0
+                ids = list(newest_first.values_list("pk", flat=True)[keep : keep + batch_size])
+            if not ids:
+                return deleted
+            deleted += self.delete_jobs(ids)
+
+    def delete_jobs(self, ids: Sequence[int]) -> int:
+        """Delete jobs and their errors in one short transaction, without Django's cascade
+        collector (which would load every error row)."""
+        with self._atomic():
+            JobErrorRecord.objects.using(self.alias).filter(job_id__in=ids)._raw_delete(self.alias)
+            return int(self.jobs.filter(pk__in=ids)._raw_delete(self.alias))
+
+    # -- workers -------------------------------------------------------------------------
+    def record_heartbeat(
+        self,
+        worker_id: str,
+        *,
+        executors: Collection[str],
+        concurrency: int,
+        running: Collection[int] = (),
+    ) -> None:
+        import os
+        import socket
+
+        workers = WorkerRecord.objects.using(self.alias)
+        fields = {"heartbeat_at": Now(), "running": sorted(running)}
+        if workers.filter(pk=worker_id).update(**fields):
+            return
+        workers.create(
+            worker_id=worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            executors=sorted(executors),
+            concurrency=concurrency,
+            started_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+            running=sorted(running),
+        )
+
+    def remove_worker(self, worker_id: str) -> None:
+        WorkerRecord.objects.using(self.alias).filter(pk=worker_id).delete()
+
+    def live_workers(self) -> list[WorkerInfo]:
+        return [
+            WorkerInfo(
+                worker_id=w.worker_id,
+                hostname=w.hostname,
+                pid=w.pid,
+                executors=list(w.executors),
+                concurrency=w.concurrency,
+                started_at=w.started_at,
+                heartbeat_at=w.heartbeat_at,
+                running=list(w.running),
+            )
+            for w in WorkerRecord.objects.using(self.alias).order_by("-heartbeat_at")
+        ]
+
+    def rescue_orphaned_jobs(self, after: timedelta) -> list[int]:
+        workers = WorkerRecord.objects.using(self.alias)
+        # Compare in the database's clock, so skewed worker clocks cannot rescue live jobs.
+        alive = workers.filter(heartbeat_at__gte=Now() - after).values("worker_id")
+        orphans = list(
+            self.jobs.filter(status=JobStatus.EXECUTING)
+            .filter(Q(claimed_by__isnull=True) | ~Q(claimed_by__in=alive))
+            .values_list("pk", "attempt", "claimed_by")
+        )
+        rescued: list[int] = []
+        for job_id, attempt, worker_id in orphans:
+            claim = Claim(job_id, attempt, worker_id) if worker_id else None
+            record = self.jobs.filter(pk=job_id).values("max_attempts").first()
+            if record is None:
+                continue
+            error = ErrorDetails(
+                ErrorType.ORPHANED,
+                f"worker {worker_id or '?'} stopped sending heartbeats while running attempt"
+                f" {attempt}",
+            )
+            if attempt >= record["max_attempts"]:
+                written = self.mark_job_discarded(job_id, error, claim=claim)
+            else:
+                written = self.mark_job_retryable(job_id, timezone.now(), error, claim=claim)
+            if written:
+                rescued.append(job_id)
+        workers.filter(heartbeat_at__lt=Now() - after).delete()
+        return rescued
+
+    def cancel_requested(self, job_ids: Collection[int]) -> set[int]:
+        if not job_ids:
+            return set()
+        return set(
+            self.jobs.filter(pk__in=list(job_ids), cancel_requested_at__isnull=False).values_list(
+                "pk", flat=True
+            )
+        )

@@ -1,0 +1,108 @@
+"""System checks, with stable ids (``django_rexecutor.E001`` …) that tests assert on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+from django.db import connections
+
+from .conf import DEFAULTS
+
+_DURATIONS = ("POLL_INTERVAL", "HEARTBEAT_INTERVAL", "RESCUE_AFTER", "SHUTDOWN_TIMEOUT")
+
+
+def register() -> None:
+    checks.register(check_settings, "django_rexecutor")
+    checks.register(check_database, "django_rexecutor", checks.Tags.database)
+    checks.register(check_pgtrigger, "django_rexecutor")
+
+
+def _error(msg: str, id_: str, hint: str | None = None) -> checks.Error:
+    return checks.Error(msg, hint=hint, id=f"django_rexecutor.{id_}")
+
+
+def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
+    raw = getattr(settings, "REXECUTOR", {})
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        return [_error(f"REXECUTOR must be a dict, got {type(raw).__name__}.", "E002")]
+    errors: list[Any] = []
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            _error(
+                f"REXECUTOR has unknown key(s) {unknown}.",
+                "E002",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+            )
+        )
+    for key in _DURATIONS:
+        value = raw.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, timedelta) or (
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
+        if not ok or (value if not isinstance(value, timedelta) else value.total_seconds()) <= 0:
+            errors.append(
+                _error(
+                    f'REXECUTOR["{key}"] must be a positive number of seconds or a timedelta, '
+                    f"got {value!r}.",
+                    "E003",
+                )
+            )
+    concurrency = raw.get("CONCURRENCY")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        errors.append(
+            _error(f'REXECUTOR["CONCURRENCY"] must be an int >= 1, got {concurrency!r}.', "E004")
+        )
+    database = raw.get("DATABASE", DEFAULTS["DATABASE"])
+    if database not in settings.DATABASES:
+        errors.append(
+            _error(
+                f'REXECUTOR["DATABASE"] = {database!r} is not a key of DATABASES.',
+                "E005",
+                hint=f"Configured aliases: {', '.join(settings.DATABASES)}.",
+            )
+        )
+    backend = raw.get("BACKEND", DEFAULTS["BACKEND"])
+    from .backends import _load
+    from .exceptions import ConfigurationError
+
+    try:
+        _load(str(backend))
+    except ConfigurationError as exc:
+        errors.append(_error(str(exc), "E006"))
+    return errors
+
+
+def check_database(
+    app_configs: Sequence[Any] | None = None, databases: Sequence[str] | None = None, **kw: Any
+) -> list[Any]:
+    return []
+
+
+def check_pgtrigger(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
+    from .conf import rexecutor_settings
+
+    alias = rexecutor_settings.DATABASE
+    if alias not in settings.DATABASES:
+        return []
+    if connections[alias].vendor == "postgresql" and not apps.is_installed("pgtrigger"):
+        return [
+            _error(
+                "django_rexecutor on PostgreSQL needs django-pgtrigger: its trigger wakes "
+                "workers as soon as a job is enqueued.",
+                "E001",
+                hint='Add "pgtrigger" to INSTALLED_APPS.',
+            )
+        ]
+    return []

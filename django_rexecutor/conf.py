@@ -1,0 +1,82 @@
+"""Typed, lazily read access to the ``REXECUTOR`` setting.
+
+Every property reads ``django.conf.settings`` when it is used, so ``override_settings`` works
+in tests. Defaults live here and nowhere else (the docs' settings table mirrors ``DEFAULTS``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.db import connections
+
+from .backoff import to_timedelta
+
+DEFAULTS: dict[str, Any] = {
+    "BACKEND": "django_rexecutor.DjangoBackend",
+    "DATABASE": "default",
+    "CONCURRENCY": 10,
+    "POLL_INTERVAL": None,  # None: 1 s on PostgreSQL, 0.2 s on SQLite
+    "HEARTBEAT_INTERVAL": 5,
+    "RESCUE_AFTER": 30,
+    "SHUTDOWN_TIMEOUT": 30,
+    "CRON": [],
+    "PRUNER": None,
+}
+
+
+class Settings:
+    """The effective configuration; use the module-level ``rexecutor_settings``."""
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        value = getattr(django_settings, "REXECUTOR", None) or {}
+        return value if isinstance(value, dict) else {}
+
+    def get(self, key: str) -> Any:
+        return self.raw.get(key, DEFAULTS[key])
+
+    @property
+    def BACKEND(self) -> str:
+        return str(self.get("BACKEND"))
+
+    @property
+    def DATABASE(self) -> str:
+        return str(self.get("DATABASE"))
+
+    @property
+    def CONCURRENCY(self) -> int:
+        return int(self.get("CONCURRENCY"))
+
+    @property
+    def POLL_INTERVAL(self) -> timedelta:
+        value = self.get("POLL_INTERVAL")
+        if value is None:
+            vendor = connections[self.DATABASE].vendor
+            value = 1.0 if vendor == "postgresql" else 0.2
+        return to_timedelta(value, name='REXECUTOR["POLL_INTERVAL"]')
+
+    @property
+    def HEARTBEAT_INTERVAL(self) -> timedelta:
+        return to_timedelta(self.get("HEARTBEAT_INTERVAL"), name='REXECUTOR["HEARTBEAT_INTERVAL"]')
+
+    @property
+    def RESCUE_AFTER(self) -> timedelta:
+        return to_timedelta(self.get("RESCUE_AFTER"), name='REXECUTOR["RESCUE_AFTER"]')
+
+    @property
+    def SHUTDOWN_TIMEOUT(self) -> timedelta:
+        return to_timedelta(self.get("SHUTDOWN_TIMEOUT"), name='REXECUTOR["SHUTDOWN_TIMEOUT"]')
+
+    @property
+    def CRON(self) -> list[dict[str, Any]]:
+        return list(self.get("CRON") or [])
+
+    @property
+    def PRUNER(self) -> dict[str, Any] | None:
+        value = self.get("PRUNER")
+        return dict(value) if value else None
+
+
+rexecutor_settings = Settings()

@@ -1,0 +1,40 @@
+"""The one exception hierarchy of django-rexecutor: everything raised on purpose is a
+:class:`RexecutorError`, so callers can catch the library's errors with a single clause."""
+
+from __future__ import annotations
+
+
+class RexecutorError(Exception):
+    """Base class of every error raised by django-rexecutor."""
+
+
+class ConfigurationError(RexecutorError):
+    """An executor, a setting or a backend is declared wrongly."""
+
+
+class JobNotFound(RexecutorError, LookupError):
+    """No job with that id exists (or it belongs to another executor)."""
+
+    def __init__(self, job_id: int, detail: str = "") -> None:
+        self.job_id = job_id
+        message = f"Job {job_id} does not exist"
+        super().__init__(f"{message} {detail}".strip() if detail else message + ".")
+
+
+class InvalidTransition(RexecutorError):
+    """The requested change is not allowed from the job's current status."""
+
+    def __init__(self, job_id: int, status: str, action: str, hint: str = "") -> None:
+        self.job_id = job_id
+        self.status = status
+        self.action = action
+        text = f"Cannot {action} job {job_id}: it is {status}."
+        super().__init__(f"{text} {hint}".strip())
+
+
+class EncodeDecodeError(RexecutorError, ValueError):
+    """A value is not JSON-native (or stored JSON could not be decoded)."""
+
+
+class BackendError(RexecutorError):
+    """The storage behind a backend failed (database unreachable, unexpected state)."""

@@ -1,0 +1,190 @@
+"""``Executor``: the base class of every kind of job.
+
+A subclass names itself (``name``, stored with its jobs), sets its defaults and implements
+``execute`` (sync or ``async def``). Subclasses register themselves when they are defined; the
+class-level API (``enqueue``, ``cancel_job``, …) only ever touches jobs of that executor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from asgiref.sync import sync_to_async
+
+from . import registry
+from .backends import resolve_backend
+from .backends.base import Backend
+from .backoff import DEFAULT_BACKOFF, BackoffStrategy
+from .builder import JobBuilder
+from .exceptions import ConfigurationError
+from .job import Job, JobId
+from .outcomes import Outcome
+from .query import Query, Where, for_executor
+from .uniqueness import UniquenessCriteria
+from .validation import check_max_attempts
+
+
+class Executor:
+    """Subclass me::
+
+    class SendWelcomeEmail(Executor):
+        name = "send_welcome_email"
+        max_attempts = 3
+
+        def execute(self, job):
+            ...
+    """
+
+    name: ClassVar[str]
+    max_attempts: ClassVar[int] = 5
+    #: Most jobs of this executor running at once in one worker process (None: no limit).
+    max_concurrency: ClassVar[int | None] = None
+    uniqueness_criteria: ClassVar[UniquenessCriteria | None] = None
+    backoff_strategy: ClassVar[BackoffStrategy] = DEFAULT_BACKOFF
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        try:
+            check_max_attempts(cls.max_attempts)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{cls.__qualname__}.max_attempts: {exc}") from None
+        if cls.max_concurrency is not None and (
+            not isinstance(cls.max_concurrency, int) or cls.max_concurrency < 1
+        ):
+            raise ConfigurationError(
+                f"{cls.__qualname__}.max_concurrency must be a positive int or None, "
+                f"got {cls.max_concurrency!r}."
+            )
+        if "execute" not in {n for c in cls.__mro__[:-1] if c is not Executor for n in vars(c)}:
+            raise ConfigurationError(f"{cls.__qualname__} must define execute(self, job).")
+        registry.register(cls)
+
+    # -- hooks ---------------------------------------------------------------------------
+    def execute(self, job: Job) -> Outcome | None:
+        raise NotImplementedError
+
+    def backoff(self, job: Job) -> timedelta:
+        """The delay before retrying after attempt ``job.attempt`` failed."""
+        return self.backoff_strategy.backoff(job.attempt)
+
+    def timeout(self, job: Job) -> timedelta | None:
+        """The time limit of one attempt (``None``: no limit)."""
+        return None
+
+    # -- enqueueing ----------------------------------------------------------------------
+    @classmethod
+    def builder(cls) -> JobBuilder:
+        return JobBuilder(cls)
+
+    @classmethod
+    def enqueue(
+        cls,
+        data: Any = None,
+        *,
+        backend: Backend | None = None,
+        using: str | None = None,
+        **options: Any,
+    ) -> JobId:
+        """Shortcut for ``builder().with_data(data)…enqueue()``; options: ``metadata``,
+        ``tags``, ``priority``, ``max_attempts``, ``schedule_at``, ``schedule_in``,
+        ``unique``."""
+        return cls.builder().apply({"data": data, **options}).enqueue(backend=backend, using=using)
+
+    @classmethod
+    async def aenqueue(
+        cls,
+        data: Any = None,
+        *,
+        backend: Backend | None = None,
+        using: str | None = None,
+        **options: Any,
+    ) -> JobId:
+        builder = cls.builder().apply({"data": data, **options})
+        return await builder.aenqueue(backend=backend, using=using)
+
+    @classmethod
+    def enqueue_many(
+        cls,
+        items: Iterable[JobBuilder | dict[str, Any]],
+        *,
+        backend: Backend | None = None,
+        using: str | None = None,
+    ) -> list[JobId]:
+        """Insert many jobs in few statements; returns their ids in order. Each item is a
+        builder of this executor or a dict of builder options."""
+        from . import signals
+
+        jobs = [cls._as_builder(item, index).build() for index, item in enumerate(items)]
+        target = resolve_backend(backend, using)
+        ids = target.enqueue_many(jobs)
+        if signals.job_enqueued.receivers:
+            for job_id, job in zip(ids, jobs, strict=True):
+                signals.job_enqueued.send(sender=cls, job_id=job_id, job=job)
+        return ids
+
+    @classmethod
+    async def aenqueue_many(
+        cls,
+        items: Iterable[JobBuilder | dict[str, Any]],
+        *,
+        backend: Backend | None = None,
+        using: str | None = None,
+    ) -> list[JobId]:
+        return await sync_to_async(cls.enqueue_many)(list(items), backend=backend, using=using)
+
+    @classmethod
+    def _as_builder(cls, item: JobBuilder | dict[str, Any], index: int) -> JobBuilder:
+        if isinstance(item, JobBuilder):
+            if item.executor is not cls:
+                raise TypeError(
+                    f"enqueue_many item {index} is a builder of {item.executor.__qualname__}, "
+                    f"not of {cls.__qualname__}."
+                )
+            return item
+        if isinstance(item, dict):
+            return cls.builder().apply(item)
+        raise TypeError(f"enqueue_many item {index} must be a JobBuilder or a dict, got {item!r}.")
+
+    # -- managing jobs of this executor ------------------------------------------------------
+    @classmethod
+    def cancel_job(cls, job_id: int, reason: str = "", *, backend: Backend | None = None) -> Job:
+        return resolve_backend(backend).cancel_job(job_id, reason, executor=cls.name)
+
+    @classmethod
+    async def acancel_job(
+        cls, job_id: int, reason: str = "", *, backend: Backend | None = None
+    ) -> Job:
+        return await resolve_backend(backend).acancel_job(job_id, reason, executor=cls.name)
+
+    @classmethod
+    def rerun_job(cls, job_id: int, *, backend: Backend | None = None) -> Job:
+        return resolve_backend(backend).rerun_job(job_id, executor=cls.name)
+
+    @classmethod
+    async def arerun_job(cls, job_id: int, *, backend: Backend | None = None) -> Job:
+        return await resolve_backend(backend).arerun_job(job_id, executor=cls.name)
+
+    @classmethod
+    def query_jobs(cls, where: Query | None = None, *, backend: Backend | None = None) -> list[Job]:
+        return resolve_backend(backend).query(for_executor(where or Where.all(), cls.name))
+
+    @classmethod
+    async def aquery_jobs(
+        cls, where: Query | None = None, *, backend: Backend | None = None
+    ) -> list[Job]:
+        return await resolve_backend(backend).aquery(for_executor(where or Where.all(), cls.name))
+
+    @classmethod
+    def get_job(cls, job_id: int, *, backend: Backend | None = None) -> Job:
+        return resolve_backend(backend).get_job(job_id, executor=cls.name)
+
+    @classmethod
+    def update_job(cls, job: Job, *, backend: Backend | None = None) -> Job:
+        return resolve_backend(backend).update_job(job, executor=cls.name)
+
+    @classmethod
+    async def aupdate_job(cls, job: Job, *, backend: Backend | None = None) -> Job:
+        return await resolve_backend(backend).aupdate_job(job, executor=cls.name)

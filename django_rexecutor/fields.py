@@ -1,0 +1,36 @@
+"""Model fields with lookups of their own."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.lookups import Lookup
+from django.db.models.sql.compiler import SQLCompiler
+
+
+class TagsField(models.JSONField):
+    """A JSON list of strings with a ``contains_tag`` lookup that works on both databases."""
+
+
+@TagsField.register_lookup
+class ContainsTag(Lookup):  # type: ignore[type-arg]
+    """``tags__contains_tag="x"``: the list holds the string ``x``."""
+
+    lookup_name = "contains_tag"
+    prepare_rhs = False
+
+    def get_db_prep_lookup(self, value: Any, connection: BaseDatabaseWrapper) -> Any:
+        return ("%s", [value])
+
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> Any:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        sql = f"EXISTS (SELECT 1 FROM json_each({lhs}) AS t WHERE t.value = %s)"
+        return sql, [*lhs_params, self.rhs]
+
+    def as_postgresql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> Any:
+        # jsonb containment: served by the GIN index on tags.
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        return f"{lhs} @> %s::jsonb", [*lhs_params, json.dumps([self.rhs])]

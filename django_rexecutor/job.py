@@ -1,0 +1,99 @@
+"""The job value handed to ``Executor.execute`` and returned by queries.
+
+It is a plain dataclass, independent of the ORM model (``models.JobRecord``), so the in-memory
+backend, the worker and user code share one type whatever stores the job."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .status import JobStatus
+
+
+class JobId(int):
+    """The id of a job; ``inserted`` tells whether ``enqueue`` created it (``True``) or an
+    existing job matched a uniqueness rule (``False``)."""
+
+    inserted: bool
+
+    def __new__(cls, value: int, inserted: bool = True) -> JobId:
+        obj = super().__new__(cls, value)
+        obj.inserted = inserted
+        return obj
+
+    def __repr__(self) -> str:
+        return f"JobId({int(self)}, inserted={self.inserted})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JobId, (int(self), self.inserted))
+
+
+@dataclass(frozen=True)
+class JobError:
+    """One failed (or cancelled) attempt, oldest first in ``Job.errors``."""
+
+    attempt: int
+    error_type: str
+    message: str
+    traceback: str
+    recorded_at: datetime
+
+
+@dataclass(eq=False)
+class Job:
+    """A job as seen by executors, queries and tests."""
+
+    id: int
+    status: JobStatus
+    executor: str
+    data: Any
+    metadata: Any
+    attempt: int
+    max_attempts: int
+    priority: int
+    tags: list[str]
+    errors: list[JobError]
+    inserted_at: datetime
+    scheduled_at: datetime
+    attempted_at: datetime | None = None
+    completed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    discarded_at: datetime | None = None
+    claimed_by: str | None = None
+    cancel_requested_at: datetime | None = None
+    _cancel_event: threading.Event | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """``True`` once someone asked to cancel this running job; long sync jobs may poll it."""
+        if self._cancel_event is not None and self._cancel_event.is_set():
+            return True
+        return self.cancel_requested_at is not None
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return self.completed_at or self.cancelled_at or self.discarded_at
+
+    @property
+    def is_last_attempt(self) -> bool:
+        # ">=" rather than "==": a max_attempts lowered below the current attempt must not
+        # make a failing job retry forever.
+        return self.attempt >= self.max_attempts
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.id, self.status, self.executor, self.data, self.metadata, self.attempt,
+            self.max_attempts, self.priority, self.tags, self.errors, self.inserted_at,
+            self.scheduled_at, self.attempted_at, self.completed_at, self.cancelled_at,
+            self.discarded_at, self.claimed_by, self.cancel_requested_at,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Job):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]

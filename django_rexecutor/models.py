@@ -1,0 +1,207 @@
+"""Database tables: jobs, their error history, live workers and cron ticks.
+
+The ORM classes are named ``*Record`` so they never clash with the ``Job`` value that executors
+receive (``django_rexecutor.Job``)."""
+
+from __future__ import annotations
+
+import pgtrigger
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .encoding import CanonicalJSONEncoder
+from .fields import TagsField
+from .status import READY_STATUSES, JobStatus
+
+#: NOTIFY channels; the suffix is bumped if the payload format ever changes.
+JOBS_CHANNEL = "rexecutor_jobs_v1"
+CANCEL_CHANNEL = "rexecutor_cancel_v1"
+
+_READY_SQL = ", ".join(f"'{s.value}'" for s in sorted(READY_STATUSES))
+
+# One NOTIFY per executor per statement (not per row), so bulk inserts stay cheap; PostgreSQL
+# delivers it when the transaction commits and folds duplicates within a transaction.
+_NOTIFY_READY = f"""
+    PERFORM pg_notify('{JOBS_CHANNEL}', ready.executor)
+       FROM (SELECT DISTINCT executor FROM new_rows
+              WHERE status IN ({_READY_SQL}) AND scheduled_at <= now()) AS ready;
+"""
+_NOTIFY_CANCEL = f"""
+    PERFORM pg_notify('{CANCEL_CHANNEL}', new_rows.id::text)
+       FROM new_rows
+      WHERE status = '{JobStatus.EXECUTING.value}' AND cancel_requested_at IS NOT NULL;
+"""
+
+
+class JobQuerySet(models.QuerySet["JobRecord"]):
+    def ready(self) -> JobQuerySet:
+        return self.filter(status__in=READY_STATUSES, scheduled_at__lte=timezone.now())
+
+    def waiting(self) -> JobQuerySet:
+        return self.filter(status__in=READY_STATUSES)
+
+    def running(self) -> JobQuerySet:
+        return self.filter(status=JobStatus.EXECUTING)
+
+    def finished(self) -> JobQuerySet:
+        return self.filter(
+            status__in=[JobStatus.COMPLETE, JobStatus.CANCELLED, JobStatus.DISCARDED]
+        )
+
+
+class JobRecord(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    executor = models.CharField(_("executor"), max_length=255)
+    status = models.CharField(
+        _("status"), max_length=16, choices=JobStatus.choices, default=JobStatus.SCHEDULED
+    )
+    data = models.JSONField(_("data"), null=True, blank=True, encoder=CanonicalJSONEncoder)
+    metadata = models.JSONField(_("metadata"), null=True, blank=True, encoder=CanonicalJSONEncoder)
+    attempt = models.IntegerField(_("attempt"), default=0)
+    max_attempts = models.IntegerField(_("max attempts"), default=5)
+    priority = models.IntegerField(_("priority"), default=0)
+    tags = TagsField(_("tags"), default=list, blank=True)
+    unique_key = models.CharField(_("uniqueness key hash"), max_length=64, null=True, blank=True)
+    inserted_at = models.DateTimeField(_("inserted at"), default=timezone.now)
+    scheduled_at = models.DateTimeField(_("scheduled at"), default=timezone.now)
+    attempted_at = models.DateTimeField(_("attempted at"), null=True, blank=True)
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
+    discarded_at = models.DateTimeField(_("discarded at"), null=True, blank=True)
+    claimed_by = models.CharField(_("claimed by worker"), max_length=255, null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        db_table = "rexecutor_job"
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        permissions = [
+            ("rerun_job", _("Can rerun jobs")),
+            ("cancel_job", _("Can cancel jobs")),
+        ]
+        indexes = [
+            # Serves the claim: WHERE status IN (ready) AND executor = ? ORDER BY priority,
+            # scheduled_at, id. Partial, so finished jobs never bloat it.
+            models.Index(
+                fields=["executor", "priority", "scheduled_at", "id"],
+                condition=Q(status__in=sorted(READY_STATUSES)),
+                name="rexecutor_job_ready_idx",
+            ),
+            # Rescue and cancel polling look up running jobs by worker.
+            models.Index(
+                fields=["claimed_by"],
+                condition=Q(status=JobStatus.EXECUTING),
+                name="rexecutor_job_running_idx",
+            ),
+            # Admin filters (newest first) and per-executor dashboards.
+            models.Index(fields=["status", "-id"], name="rexecutor_job_status_idx"),
+            models.Index(fields=["executor", "status"], name="rexecutor_job_exec_status_idx"),
+            models.Index(
+                fields=["unique_key"],
+                condition=Q(unique_key__isnull=False),
+                name="rexecutor_job_unique_key_idx",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(attempt__gte=0), name="rexecutor_job_attempt_gte_0"),
+            models.CheckConstraint(
+                condition=Q(max_attempts__gte=1), name="rexecutor_job_max_attempts_gte_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__gte=0), name="rexecutor_job_priority_gte_0"
+            ),
+        ]
+        triggers = [
+            pgtrigger.Trigger(
+                name="rexecutor_notify_insert",
+                level=pgtrigger.Statement,
+                when=pgtrigger.After,
+                operation=pgtrigger.Insert,
+                referencing=pgtrigger.Referencing(new="new_rows"),
+                func=_NOTIFY_READY + "RETURN NULL;",
+            ),
+            pgtrigger.Trigger(
+                name="rexecutor_notify_update",
+                level=pgtrigger.Statement,
+                when=pgtrigger.After,
+                operation=pgtrigger.Update,
+                referencing=pgtrigger.Referencing(new="new_rows"),
+                func=_NOTIFY_READY + _NOTIFY_CANCEL + "RETURN NULL;",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.executor} #{self.pk}"
+
+    @property
+    def finished_at(self):  # type: ignore[no-untyped-def]
+        return self.completed_at or self.cancelled_at or self.discarded_at
+
+
+class JobErrorRecord(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(
+        JobRecord, on_delete=models.CASCADE, related_name="error_records", verbose_name=_("job")
+    )
+    attempt = models.IntegerField(_("attempt"))
+    error_type = models.CharField(_("error type"), max_length=100)
+    message = models.TextField(_("message"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
+    recorded_at = models.DateTimeField(_("recorded at"), default=timezone.now)
+
+    class Meta:
+        db_table = "rexecutor_job_error"
+        verbose_name = _("job error")
+        verbose_name_plural = _("job errors")
+        ordering = ["recorded_at", "id"]
+        indexes = [models.Index(fields=["-recorded_at"], name="rexecutor_error_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.error_type} (attempt {self.attempt})"
+
+
+class WorkerRecord(models.Model):
+    """A worker process and its last heartbeat; stale rows mark dead workers."""
+
+    worker_id = models.CharField(_("worker"), max_length=255, primary_key=True)
+    hostname = models.CharField(_("host"), max_length=255, blank=True)
+    pid = models.IntegerField(_("pid"), default=0)
+    executors = models.JSONField(_("executors"), default=list)
+    concurrency = models.IntegerField(_("concurrency"), default=0)
+    running = models.JSONField(_("running jobs"), default=list)
+    started_at = models.DateTimeField(_("started at"), default=timezone.now)
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), default=timezone.now)
+
+    class Meta:
+        db_table = "rexecutor_worker"
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
+
+    def __str__(self) -> str:
+        return self.worker_id
+
+
+class CronTickRecord(models.Model):
+    """One row per (cron entry, tick): the unique constraint makes every tick produce exactly
+    one job however many schedulers race for it."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(_("cron entry"), max_length=255)
+    tick_at = models.DateTimeField(_("tick"))
+    job_id = models.BigIntegerField(_("job"), null=True, blank=True)
+    inserted_at = models.DateTimeField(_("inserted at"), default=timezone.now)
+
+    class Meta:
+        db_table = "rexecutor_cron_tick"
+        verbose_name = _("cron tick")
+        verbose_name_plural = _("cron ticks")
+        constraints = [
+            models.UniqueConstraint(fields=["name", "tick_at"], name="rexecutor_cron_tick_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.tick_at:%Y-%m-%d %H:%M:%S}"

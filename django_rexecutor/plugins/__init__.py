@@ -1,0 +1,1 @@
+"""Periodic work that runs inside workers (cron scheduler, pruner)."""
