@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -87,7 +87,7 @@ class JobBuilder:
                 f"{sorted(BUILDER_OPTIONS)}."
             )
         builder = self
-        setters = {
+        setters: dict[str, Callable[[JobBuilder, Any], JobBuilder]] = {
             "data": JobBuilder.with_data,
             "metadata": JobBuilder.with_metadata,
             "tags": JobBuilder.with_tags,

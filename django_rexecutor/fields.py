@@ -16,7 +16,7 @@ class TagsField(models.JSONField):
 
 
 @TagsField.register_lookup
-class ContainsTag(Lookup):  # type: ignore[type-arg]
+class ContainsTag(Lookup):
     """``tags__contains_tag="x"``: the list holds the string ``x``."""
 
     lookup_name = "contains_tag"

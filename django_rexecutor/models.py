@@ -63,14 +63,19 @@ class JobRecord(models.Model):
     max_attempts = models.IntegerField(_("max attempts"), default=5)
     priority = models.IntegerField(_("priority"), default=0)
     tags = TagsField(_("tags"), default=list, blank=True)
-    unique_key = models.CharField(_("uniqueness key hash"), max_length=64, null=True, blank=True)
+    # NULL (not "") means "no key": the partial index skips those rows.
+    unique_key = models.CharField(  # noqa: DJ001
+        _("uniqueness key hash"), max_length=64, null=True, blank=True
+    )
     inserted_at = models.DateTimeField(_("inserted at"), default=timezone.now)
     scheduled_at = models.DateTimeField(_("scheduled at"), default=timezone.now)
     attempted_at = models.DateTimeField(_("attempted at"), null=True, blank=True)
     completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
     cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
     discarded_at = models.DateTimeField(_("discarded at"), null=True, blank=True)
-    claimed_by = models.CharField(_("claimed by worker"), max_length=255, null=True, blank=True)
+    claimed_by = models.CharField(  # noqa: DJ001 - NULL: never claimed
+        _("claimed by worker"), max_length=255, null=True, blank=True
+    )
     cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
 
     objects = JobQuerySet.as_manager()

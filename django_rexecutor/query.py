@@ -241,7 +241,7 @@ class Where:
 
     @staticmethod
     def scheduled_at_within_the_last(age: timedelta | float) -> Query:
-        """Jobs scheduled after now − ``age`` (future jobs included, as in rexecutor)."""
+        """Jobs scheduled after now - ``age`` (future jobs included, as in rexecutor)."""
         delta = to_timedelta(age, name="Where.scheduled_at_within_the_last")
         return ScheduledAtAfter(timezone.now() - delta)
 

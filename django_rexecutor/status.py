@@ -23,7 +23,7 @@ class JobStatus(models.TextChoices):
     def parse(cls, value: object) -> JobStatus:
         """Return the member for ``value`` or raise a ``ValueError`` listing the valid ones."""
         try:
-            return cls(value)
+            return cls(value)  # type: ignore[call-overload]
         except ValueError:
             valid = ", ".join(s.value for s in cls)
             raise ValueError(f"{value!r} is not a job status; expected one of: {valid}.") from None
