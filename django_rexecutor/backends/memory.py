@@ -3,6 +3,7 @@ database. Thread-safe; ``wait_for_jobs`` wakes as soon as a job is enqueued or g
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
@@ -251,10 +252,8 @@ class InMemoryBackend(Backend):
         now = timezone.now()
         released = 0
         for c in claims:
-            try:
+            with contextlib.suppress(JobNotFound):
                 released += self.mark_job_snoozed(c.job_id, now, claim=c)
-            except JobNotFound:
-                pass
         return released
 
     # -- management ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ fenced by status, attempt and worker (see ``backends.base``)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -223,7 +224,7 @@ class DjangoBackend(Backend):
         result = self.jobs.filter(status__in=_READY, executor__in=list(executors)).aggregate(
             at=Min("scheduled_at")
         )
-        return result["at"]  # type: ignore[no-any-return]
+        return result["at"]
 
     # -- results -------------------------------------------------------------------------
     def _write_result(
@@ -327,20 +328,16 @@ class DjangoBackend(Backend):
         )
         for c in claims:
             if c.job_id not in finished:
-                try:
+                with contextlib.suppress(JobNotFound):
                     written += self.mark_job_complete(c.job_id, claim=c)
-                except JobNotFound:
-                    pass
         return written
 
     def release_jobs(self, claims: Sequence[Claim]) -> int:
         now = timezone.now()
         released = 0
         for c in claims:
-            try:
+            with contextlib.suppress(JobNotFound):
                 released += self._give_back(c.job_id, now, c)
-            except JobNotFound:
-                pass
         return released
 
     # -- management ----------------------------------------------------------------------
