@@ -1,0 +1,11 @@
+"""WSGI entry point of the test project (for `gunicorn testproject.wsgi` and the like)."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+
+application = get_wsgi_application()
