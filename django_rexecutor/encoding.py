@@ -21,9 +21,25 @@ def to_json_native(value: object, *, what: str = "value") -> JSONValue:
     return _convert(value, what)
 
 
+def _check_text(text: str, path: str) -> str:
+    # Valid JSON, but PostgreSQL's jsonb cannot store NUL characters or lone surrogates; reject
+    # them here (on both databases) instead of failing inside the caller's transaction.
+    if "\x00" in text:
+        raise EncodeDecodeError(f"{path} contains {text!r} with a NUL character (\\x00).")
+    try:
+        text.isascii() or text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodeDecodeError(
+            f"{path} contains {text!r}, which is not valid Unicode (a lone surrogate)."
+        ) from None
+    return text
+
+
 def _convert(value: object, path: str) -> JSONValue:
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _check_text(value, path)
     if isinstance(value, int):
         if type(value) is not int and not isinstance(value, bool):
             # int subclasses such as IntEnum would be stored as plain ints; be explicit.
@@ -43,7 +59,7 @@ def _convert(value: object, path: str) -> JSONValue:
                     f"{path} has the key {key!r} of type {type(key).__name__}: JSON object keys"
                     " must be strings."
                 )
-            out[key] = _convert(item, f"{path}[{key!r}]")
+            out[_check_text(key, f"{path} key")] = _convert(item, f"{path}[{key!r}]")
         return out
     if isinstance(value, (list, tuple)):
         return [_convert(item, f"{path}[{index}]") for index, item in enumerate(value)]

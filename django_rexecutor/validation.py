@@ -8,12 +8,17 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from .encoding import to_json_native
+
 
 def check_max_attempts(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"max_attempts must be an int, got {value!r}.")
     if value < 1:
         raise ValueError(f"max_attempts must be at least 1, got {value}.")
+    if value > 2**31 - 2:
+        # The column is 32-bit and rerun_job adds one.
+        raise ValueError(f"max_attempts must be below 2**31 - 1, got {value}.")
     return value
 
 
@@ -34,6 +39,7 @@ def check_tags(tags: Iterable[object]) -> list[str]:
     for tag in tags:
         if not isinstance(tag, str):
             raise TypeError(f"Every tag must be a string; got {tag!r} ({type(tag).__name__}).")
+        to_json_native(tag, what="tag")
         if tag not in out:
             out.append(tag)
     return out
