@@ -20,6 +20,11 @@ def register() -> None:
     checks.register(check_settings, "django_rexecutor")
     checks.register(check_database, "django_rexecutor", checks.Tags.database)
     checks.register(check_pgtrigger, "django_rexecutor")
+    from .plugins.cron import check_cron
+    from .plugins.pruner import check_pruner
+
+    checks.register(check_cron, "django_rexecutor")
+    checks.register(check_pruner, "django_rexecutor")
 
 
 def _error(msg: str, id_: str, hint: str | None = None) -> checks.Error:

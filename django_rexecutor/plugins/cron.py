@@ -1,0 +1,360 @@
+"""Periodic jobs declared in ``REXECUTOR["CRON"]``.
+
+Every worker may run a ``CronScheduler``; each tick still yields exactly one job, because the
+job is enqueued in the same transaction as a ``CronTickRecord(name, tick_at)`` row whose unique
+constraint only one scheduler can satisfy. The losers get an ``IntegrityError`` on the tick row,
+roll back that savepoint and move on. Nothing depends on which worker wins, or on clocks agreeing:
+the tick time comes from the schedule, not from the clock of the worker that writes it.
+
+A scheduler starts with the first tick at or after the moment it first runs: ticks missed while
+no worker was running are not backfilled. A tick that is late by more than ``MISFIRE_GRACE``
+(a stalled or suspended process) is skipped too, so a resumed worker does not flood the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from django.db import IntegrityError, transaction
+
+from ..backends.base import Backend, EnqueuableJob
+from ..exceptions import EncodeDecodeError
+from ..job import JobId
+from .base import Plugin
+from .schedule import (
+    CronSchedule,
+    InvalidCronExpression,
+    SettingsProblem,
+    UnknownTimeZone,
+    as_check_messages,
+    raise_for,
+    resolve_time_zone,
+)
+
+logger = logging.getLogger("django_rexecutor.cron")
+
+#: Keys a ``REXECUTOR["CRON"]`` entry may have.
+ENTRY_KEYS = frozenset(
+    {"name", "executor", "schedule", "timezone", "data", "metadata", "tags", "priority"}
+)
+#: A tick later than this is skipped rather than run late.
+MISFIRE_GRACE = timedelta(minutes=5)
+#: Tick rows older than this are deleted; it must stay well above ``MISFIRE_GRACE``, or a
+#: late scheduler could write a tick whose row was already cleaned up.
+TICK_RETENTION = timedelta(days=1)
+#: How often a scheduler deletes old tick rows.
+CLEANUP_EVERY = timedelta(hours=1)
+_NAME_MAX_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class CronEntry:
+    """One validated ``REXECUTOR["CRON"]`` entry."""
+
+    name: str
+    executor: str
+    schedule: CronSchedule
+    data: Any = None
+    metadata: Any = None
+    tags: tuple[str, ...] = ()
+    priority: int = 0
+
+    def build_job(self, tick: datetime) -> EnqueuableJob:
+        """The job of ``tick``: due at the tick, with the executor's defaults (max_attempts,
+        uniqueness) like any other enqueue."""
+        from ..registry import get_executor
+
+        builder = (
+            get_executor(self.executor)
+            .builder()
+            .with_data(self.data)
+            .with_metadata(self.metadata)
+            .with_tags(self.tags)
+            .with_priority(self.priority)
+            .schedule_at(tick)
+        )
+        return builder.build()
+
+
+def default_entry_name(executor: str, schedule: str) -> str:
+    return f"{executor} {' '.join(schedule.split())}"
+
+
+def parse_entries(raw: object) -> tuple[list[CronEntry], list[SettingsProblem]]:
+    """The entries of ``REXECUTOR["CRON"]`` and everything wrong with them (check ids
+    E101 expression, E102 executor, E103 time zone, E104 duplicate name, E105 malformed)."""
+    from ..encoding import to_json_native
+    from ..registry import all_executors
+    from ..validation import check_priority, check_tags
+
+    if raw is None:
+        return [], []
+    if not isinstance(raw, (list, tuple)):
+        return [], [
+            SettingsProblem(
+                "E105",
+                f'REXECUTOR["CRON"] must be a list of dicts, got {type(raw).__name__}.',
+            )
+        ]
+    executors = all_executors()
+    entries: list[CronEntry] = []
+    problems: list[SettingsProblem] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        where = f'REXECUTOR["CRON"][{index}]'
+        if not isinstance(item, dict):
+            problems.append(SettingsProblem("E105", f"{where} must be a dict, got {item!r}."))
+            continue
+        found: list[SettingsProblem] = []
+        unknown = sorted(set(item) - ENTRY_KEYS, key=str)
+        if unknown:
+            found.append(
+                SettingsProblem(
+                    "E105",
+                    f"{where} has unknown key(s) {unknown}.",
+                    hint=f"Known keys: {', '.join(sorted(ENTRY_KEYS))}.",
+                )
+            )
+        executor = item.get("executor")
+        if not isinstance(executor, str) or not executor:
+            found.append(
+                SettingsProblem("E105", f'{where} needs "executor": the name of an executor.')
+            )
+        elif executor not in executors:
+            found.append(
+                SettingsProblem(
+                    "E102",
+                    f"{where} names the executor {executor!r}, which is not registered.",
+                    hint=f"Registered executors: {', '.join(executors) or 'none'}. Executors "
+                    "are found in the jobs.py module of installed apps.",
+                )
+            )
+        expression = item.get("schedule")
+        zone_name = item.get("timezone")
+        schedule: CronSchedule | None = None
+        zone_ok = True
+        try:
+            resolve_time_zone(zone_name)
+        except UnknownTimeZone as exc:
+            zone_ok = False
+            found.append(SettingsProblem("E103", f"{where}: {exc}"))
+        if expression is None:
+            found.append(SettingsProblem("E105", f'{where} needs "schedule": a cron expression.'))
+        else:
+            try:
+                schedule = CronSchedule.parse(expression, zone_name if zone_ok else "UTC")
+            except InvalidCronExpression as exc:
+                found.append(
+                    SettingsProblem(
+                        "E101",
+                        f"{where}: {exc}",
+                        hint="Use 5 fields (minute hour day month weekday), or 6 with a "
+                        "leading seconds field, e.g. '0 9 * * 1-5' or '*/10 * * * * *'.",
+                    )
+                )
+        values: dict[str, Any] = {}
+        for key in ("data", "metadata"):
+            try:
+                values[key] = to_json_native(item.get(key), what=f"{where}[{key!r}]")
+            except EncodeDecodeError as exc:
+                found.append(SettingsProblem("E105", str(exc)))
+        try:
+            values["tags"] = tuple(check_tags(item.get("tags", ())))
+        except (TypeError, ValueError) as exc:
+            found.append(SettingsProblem("E105", f"{where}['tags']: {exc}"))
+        try:
+            values["priority"] = check_priority(item.get("priority", 0))
+        except (TypeError, ValueError) as exc:
+            found.append(SettingsProblem("E105", f"{where}['priority']: {exc}"))
+        name = item.get("name")
+        if name is None and isinstance(executor, str) and isinstance(expression, str):
+            name = default_entry_name(executor, expression)
+        if name is not None and (
+            not isinstance(name, str) or not name.strip() or len(name) > _NAME_MAX_LENGTH
+        ):
+            found.append(
+                SettingsProblem(
+                    "E105",
+                    f"{where}['name'] must be a non-empty string of at most "
+                    f"{_NAME_MAX_LENGTH} characters, got {name!r}.",
+                )
+            )
+        elif isinstance(name, str):
+            if name in seen:
+                found.append(
+                    SettingsProblem(
+                        "E104",
+                        f'{where} and REXECUTOR["CRON"][{seen[name]}] are both named {name!r}.',
+                        hint='Give each entry a distinct "name" (by default an entry is named '
+                        "after its executor and schedule).",
+                    )
+                )
+            else:
+                seen[name] = index
+        problems.extend(found)
+        if found or schedule is None or not isinstance(name, str):
+            continue
+        entries.append(
+            CronEntry(
+                name=name,
+                executor=str(executor),
+                schedule=schedule,
+                data=values["data"],
+                metadata=values["metadata"],
+                tags=values["tags"],
+                priority=values["priority"],
+            )
+        )
+    return entries, problems
+
+
+def load_entries() -> list[CronEntry]:
+    """The configured entries; ``ConfigurationError`` if any is invalid."""
+    from ..conf import rexecutor_settings
+
+    entries, problems = parse_entries(rexecutor_settings.get("CRON"))
+    raise_for(problems, 'REXECUTOR["CRON"]')
+    return entries
+
+
+def check_cron(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
+    """System check of ``REXECUTOR["CRON"]`` (ids ``django_rexecutor.E101``–``E105``)."""
+    from django.conf import settings
+
+    raw = getattr(settings, "REXECUTOR", None)
+    if not isinstance(raw, dict):
+        return []
+    return as_check_messages(parse_entries(raw.get("CRON"))[1])
+
+
+# Ticks claimed by schedulers sharing a non-database backend in one process (the in-memory
+# backend): a process-local stand-in for the tick table.
+_local_ticks: WeakKeyDictionary[Backend, dict[tuple[str, datetime], int]] = WeakKeyDictionary()
+_local_lock = threading.Lock()
+
+
+class CronScheduler(Plugin):
+    """Enqueues one job per tick of every configured entry."""
+
+    name = "cron"
+
+    def __init__(self, backend: Backend, entries: Sequence[CronEntry]) -> None:
+        self.backend = backend
+        self.entries = list(entries)
+        self._next: dict[str, datetime] = {}
+        self._last_cleanup: datetime | None = None
+
+    @classmethod
+    def from_settings(cls, backend: Backend) -> CronScheduler | None:
+        entries = load_entries()
+        return cls(backend, entries) if entries else None
+
+    def next_ticks(self) -> dict[str, datetime]:
+        """When each entry next fires (after the first ``run_pending``)."""
+        return dict(self._next)
+
+    def run_pending(self, now: datetime) -> datetime:
+        for entry in self.entries:
+            tick = self._next.get(entry.name)
+            if tick is None:
+                # The first tick is the one at or after "now": no backfill of earlier ticks.
+                tick = entry.schedule.next_after(now, inclusive=True)
+            if now - tick > MISFIRE_GRACE:
+                logger.warning(
+                    "cron %s: skipping ticks from %s (more than %s late)",
+                    entry.name,
+                    tick.isoformat(),
+                    MISFIRE_GRACE,
+                )
+                tick = entry.schedule.next_after(now - MISFIRE_GRACE, inclusive=True)
+            while tick <= now:
+                self.fire(entry, tick)
+                # Advance only after the tick is written, so a database error retries it.
+                tick = entry.schedule.next_after(tick)
+                self._next[entry.name] = tick
+            self._next[entry.name] = tick
+        self._cleanup(now)
+        return min(self._next.values(), default=now + CLEANUP_EVERY)
+
+    def fire(self, entry: CronEntry, tick: datetime) -> JobId | None:
+        """Enqueue the job of ``entry`` at ``tick`` unless another scheduler already did;
+        returns the new job's id, or ``None`` if this tick was already taken."""
+        from .. import signals
+        from ..registry import get_executor
+
+        job = entry.build_job(tick)
+        if self._alias is not None:
+            job_id = self._fire_in_database(entry, tick, job, self._alias)
+        else:
+            job_id = self._fire_locally(entry, tick, job)
+        if job_id is None:
+            logger.debug("cron %s: tick %s already enqueued", entry.name, tick.isoformat())
+            return None
+        logger.info(
+            "cron %s: enqueued job %s (%s) for tick %s",
+            entry.name,
+            int(job_id),
+            entry.executor,
+            tick.isoformat(),
+        )
+        signals.job_enqueued.send(sender=get_executor(entry.executor), job_id=job_id, job=job)
+        return job_id
+
+    @property
+    def _alias(self) -> str | None:
+        from ..backends.orm import DjangoBackend
+
+        return self.backend.alias if isinstance(self.backend, DjangoBackend) else None
+
+    def _fire_in_database(
+        self, entry: CronEntry, tick: datetime, job: EnqueuableJob, alias: str
+    ) -> JobId | None:
+        from ..models import CronTickRecord
+
+        ticks = CronTickRecord.objects.using(alias)
+        with transaction.atomic(using=alias):
+            try:
+                # A savepoint, so losing the race leaves the outer transaction usable. On
+                # PostgreSQL a concurrent insert of the same key waits for the winner to commit
+                # and then fails here.
+                with transaction.atomic(using=alias):
+                    record = ticks.create(name=entry.name, tick_at=tick)
+            except IntegrityError:
+                return None
+            job_id = self.backend.enqueue(job)
+            ticks.filter(pk=record.pk).update(job_id=int(job_id))
+        return job_id
+
+    def _fire_locally(self, entry: CronEntry, tick: datetime, job: EnqueuableJob) -> JobId | None:
+        with _local_lock:
+            claimed = _local_ticks.setdefault(self.backend, {})
+            if (entry.name, tick) in claimed:
+                return None
+            job_id = self.backend.enqueue(job)
+            claimed[(entry.name, tick)] = int(job_id)
+            return job_id
+
+    def _cleanup(self, now: datetime) -> None:
+        """Delete old tick rows, at most once per ``CLEANUP_EVERY`` per scheduler."""
+        if self._last_cleanup is not None and now - self._last_cleanup < CLEANUP_EVERY:
+            return
+        self._last_cleanup = now
+        cutoff = now - TICK_RETENTION
+        alias = self._alias
+        if alias is None:
+            with _local_lock:
+                claimed = _local_ticks.get(self.backend, {})
+                for key in [k for k in claimed if k[1] < cutoff]:
+                    del claimed[key]
+            return
+        from ..models import CronTickRecord
+
+        deleted, _ = CronTickRecord.objects.using(alias).filter(tick_at__lt=cutoff).delete()
+        if deleted:
+            logger.debug("cron: deleted %d tick rows older than %s", deleted, cutoff.isoformat())
