@@ -77,6 +77,8 @@ class JobRecord(models.Model):
         _("claimed by worker"), max_length=255, null=True, blank=True
     )
     cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
+    # What a completed job returned (JSON), e.g. a django.tasks task's return value.
+    result = models.JSONField(_("result"), null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
 
