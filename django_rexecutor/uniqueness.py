@@ -152,6 +152,11 @@ class UniquenessCriteria:
 
     def lock_id(self, executor: str) -> int:
         """A signed 64-bit number identifying what this rule compares, for advisory locks:
-        two enqueues that could conflict always compute the same number."""
-        scope = {"key": self.key_hash, "executor": executor if self.executor else None}
+        two enqueues that could conflict always compute the same number. A keyed rule locks
+        on the key alone, because rules with the same key match each other's jobs whether or
+        not they also name the executor."""
+        if self.has_key:
+            scope: dict[str, str | None] = {"key": self.key_hash}
+        else:
+            scope = {"key": None, "executor": executor if self.executor else None}
         return int(stable_hash(scope)[:16], 16) - (1 << 63)
