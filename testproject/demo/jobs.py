@@ -1,3 +1,179 @@
-# Example executors for the demo live here. django_rexecutor discovers every installed app's
-# `jobs.py` (as the admin does with `admin.py`), so defining an Executor subclass in this module
-# is enough to register it.
+"""Example executors. django_rexecutor imports every installed app's ``jobs.py`` (as the admin
+does with ``admin.py``), so defining an ``Executor`` subclass here registers it.
+
+The first group is what ``manage.py rexecutor_demo`` enqueues; the second group exists for the
+test suite, whose worker subprocesses load this module too."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from django_rexecutor import BackoffStrategy, Cancel, ExecutionError, Executor, Job, Snooze
+
+from .models import SideEffect
+
+QUICK_RETRY = BackoffStrategy.constant(timedelta(milliseconds=200))
+
+
+# -- the demo ---------------------------------------------------------------------------------
+class SendWelcomeEmail(Executor):
+    """Always succeeds."""
+
+    name = "demo.send_welcome_email"
+
+    def execute(self, job: Job) -> None:
+        SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label="email sent")
+
+
+class FlakyImport(Executor):
+    """Fails its first attempt, succeeds on the retry."""
+
+    name = "demo.flaky_import"
+    max_attempts = 3
+    backoff_strategy = QUICK_RETRY
+
+    def execute(self, job: Job) -> None:
+        if job.attempt == 1:
+            raise ConnectionError("upstream API timed out (it will work next time)")
+
+
+class PaymentDeclined(ExecutionError):
+    error_type = "payment_declined"
+
+
+class ChargeCard(Executor):
+    """Always fails with a typed error, so it is discarded after its last attempt."""
+
+    name = "demo.charge_card"
+    max_attempts = 2
+    backoff_strategy = QUICK_RETRY
+
+    def execute(self, job: Job) -> None:
+        raise PaymentDeclined(f"card ending {job.data['last4']} declined")
+
+
+class WaitForStock(Executor):
+    """Snoozes once (the attempt is given back), then succeeds."""
+
+    name = "demo.wait_for_stock"
+
+    def execute(self, job: Job) -> Snooze | None:
+        _, created = SideEffect.objects.get_or_create(
+            job_id=job.id, label="stock checked", defaults={"attempt": job.attempt}
+        )
+        if created:
+            return Snooze(timedelta(milliseconds=300))
+        return None
+
+
+class CleanupAccount(Executor):
+    """Decides there is nothing to do and cancels itself."""
+
+    name = "demo.cleanup_account"
+
+    def execute(self, job: Job) -> Cancel:
+        return Cancel("account already deleted")
+
+
+class FetchExchangeRates(Executor):
+    """An ``async def`` executor, run on the worker's event loop."""
+
+    name = "demo.fetch_exchange_rates"
+
+    async def execute(self, job: Job) -> None:
+        await asyncio.sleep(0.05)
+
+
+# -- used by the test suite -------------------------------------------------------------------
+class RecordEffect(Executor):
+    """Records one side effect per attempt; ``data["sleep"]`` seconds of work first."""
+
+    name = "test.record"
+
+    def execute(self, job: Job) -> None:
+        data = job.data or {}
+        if data.get("sleep"):
+            time.sleep(data["sleep"])
+        SideEffect.objects.create(
+            job_id=job.id,
+            attempt=job.attempt,
+            label=str(data.get("label", "")),
+            worker=job.claimed_by or "",
+        )
+
+
+class Outcomes(Executor):
+    """Produces the outcome named in ``data["outcome"]``."""
+
+    name = "test.outcomes"
+    max_attempts = 2
+    backoff_strategy = BackoffStrategy.constant(timedelta(seconds=60))
+
+    def execute(self, job: Job) -> object:
+        outcome = job.data["outcome"]
+        if outcome == "done":
+            return None
+        if outcome == "cancel":
+            return Cancel("not needed")
+        if outcome == "snooze":
+            if job.attempt == 1 and not SideEffect.objects.filter(job_id=job.id).exists():
+                SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label="snoozed")
+                return Snooze(timedelta(milliseconds=100))
+            return None
+        if outcome == "typed":
+            raise PaymentDeclined("declined")
+        if outcome == "panic":
+            raise ValueError("boom")
+        if outcome == "bad_return":
+            return 42
+        raise AssertionError(f"unknown outcome {outcome!r}")
+
+
+class SlowSync(Executor):
+    """Sleeps in small steps (interruptible), or in one C call with ``data["blocking"]``."""
+
+    name = "test.slow_sync"
+    max_attempts = 3
+
+    def timeout(self, job: Job) -> timedelta | None:
+        limit = (job.data or {}).get("timeout")
+        return timedelta(seconds=limit) if limit else None
+
+    def execute(self, job: Job) -> None:
+        data = job.data or {}
+        SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label="started")
+        if data.get("blocking"):
+            time.sleep(data["seconds"])
+        else:
+            deadline = time.monotonic() + data["seconds"]
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+        SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label="finished")
+
+
+class SlowAsync(Executor):
+    """Awaits ``data["seconds"]``; honours ``data["timeout"]``."""
+
+    name = "test.slow_async"
+    max_attempts = 3
+
+    def timeout(self, job: Job) -> timedelta | None:
+        limit = (job.data or {}).get("timeout")
+        return timedelta(seconds=limit) if limit else None
+
+    async def execute(self, job: Job) -> None:
+        await asyncio.sleep(job.data["seconds"])
+
+
+class Limited(Executor):
+    """At most two at once per worker; records when each attempt ran."""
+
+    name = "test.limited"
+    max_concurrency = 2
+
+    def execute(self, job: Job) -> None:
+        SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label="start")
+        time.sleep(0.2)
+        SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label="end")

@@ -1,0 +1,185 @@
+"""PostgreSQL LISTEN on a dedicated connection: wake-ups for idle workers.
+
+The job table's pgtrigger triggers ``NOTIFY`` on ``models.JOBS_CHANNEL`` (payload: executor
+name) when rows become ready and on ``models.CANCEL_CHANNEL`` (payload: job id) when a running
+job gets a cancel request. One ``Notifier`` per database alias and process keeps a psycopg 3
+connection in autocommit mode listening on both, in a daemon thread, and reconnects with
+backoff when the connection drops. Notifications only speed things up: callers always wait
+with a timeout and poll, so a lost notification delays a job by at most one poll interval."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+import psycopg
+
+from ..models import CANCEL_CHANNEL, JOBS_CHANNEL
+
+logger = logging.getLogger("django_rexecutor.notify")
+
+#: ``OPTIONS`` keys Django understands itself and psycopg.connect() would reject.
+_DJANGO_ONLY_OPTIONS = frozenset(
+    {"isolation_level", "server_side_binding", "pool", "assume_role", "cursor_factory", "context"}
+)
+_HEALTH_CHECK_EVERY = 10.0
+
+Callback = Callable[[str, str], None]
+
+
+def connection_kwargs(settings_dict: dict[str, Any]) -> dict[str, Any]:
+    """psycopg.connect() arguments for a Django ``DATABASES`` entry."""
+    kwargs: dict[str, Any] = {
+        k: v
+        for k, v in (settings_dict.get("OPTIONS") or {}).items()
+        if k not in _DJANGO_ONLY_OPTIONS
+    }
+    for key, name in (("NAME", "dbname"), ("USER", "user"), ("PASSWORD", "password")):
+        if settings_dict.get(key):
+            kwargs[name] = settings_dict[key]
+    if settings_dict.get("HOST"):
+        kwargs["host"] = settings_dict["HOST"]
+    if settings_dict.get("PORT"):
+        kwargs["port"] = str(settings_dict["PORT"])
+    kwargs.setdefault("application_name", "django-rexecutor listener")
+    return kwargs
+
+
+class Notifier:
+    """Listens on the job channels of one database and wakes waiters and subscribers."""
+
+    def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:
+        self.alias = alias
+        self._kwargs = connection_kwargs(settings_dict)
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._latest: dict[str, int] = {}
+        self._generation = 0
+        self._listening = False
+        self._stopped = False
+        self._callbacks: list[Callback] = []
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self, wait: float = 0.0) -> bool:
+        """Start listening (once); wait up to ``wait`` seconds for the LISTEN to be in place.
+        Returns whether it is."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"rexecutor-listen-{self.alias}", daemon=True
+                )
+                self._thread.start()
+            if wait > 0:
+                self._cond.wait_for(lambda: self._listening or self._stopped, wait)
+            return self._listening
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    def subscribe(self, callback: Callback) -> None:
+        """Call ``callback(channel, payload)`` from the listener thread on every notification,
+        and with ``("", "")`` after a reconnect (notifications may have been missed)."""
+        with self._cond:
+            self._callbacks.append(callback)
+
+    def unsubscribe(self, callback: Callback) -> None:
+        with self._cond:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+    # -- waiting ---------------------------------------------------------------------------------
+    def wait(self, executors: Collection[str], timeout: float) -> bool:
+        """Block until a job of ``executors`` is announced, the listener reconnects, or
+        ``timeout`` seconds pass. Returns ``True`` when woken by a notification."""
+        self.start()
+        names = list(executors)
+        with self._cond:
+            seq, generation = self._seq, self._generation
+
+            def woken() -> bool:
+                if self._generation != generation or self._stopped:
+                    return True
+                return any(self._latest.get(name, 0) > seq for name in names)
+
+            return self._cond.wait_for(woken, max(0.0, timeout))
+
+    # -- the listener thread -----------------------------------------------------------------
+    def _dispatch(self, channel: str, payload: str) -> None:
+        with self._cond:
+            if channel == JOBS_CHANNEL:
+                self._seq += 1
+                self._latest[payload] = self._seq
+                self._cond.notify_all()
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback(channel, payload)
+            except Exception:
+                logger.exception("A notification callback failed")
+
+    def _run(self) -> None:
+        delay = 0.1
+        while not self._stopped:
+            try:
+                with psycopg.connect(autocommit=True, **self._kwargs) as conn:
+                    conn.execute(f'LISTEN "{JOBS_CHANNEL}"')
+                    conn.execute(f'LISTEN "{CANCEL_CHANNEL}"')
+                    with self._cond:
+                        self._listening = True
+                        self._generation += 1
+                        self._cond.notify_all()
+                    if delay > 0.1:
+                        logger.warning("Listening for job notifications again on %r", self.alias)
+                    self._dispatch("", "")
+                    delay = 0.1
+                    self._listen(conn)
+            except psycopg.Error as exc:
+                if not self._stopped:
+                    logger.warning(
+                        "Notification connection to %r lost (%s); reconnecting in %.1fs",
+                        self.alias, str(exc).strip() or type(exc).__name__, delay,
+                    )  # fmt: skip
+            finally:
+                with self._cond:
+                    self._listening = False
+            if self._stopped:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        checked = time.monotonic()
+        while not self._stopped:
+            for notify in conn.notifies(timeout=1.0):
+                self._dispatch(notify.channel, notify.payload)
+            if time.monotonic() - checked > _HEALTH_CHECK_EVERY:
+                # A half-open TCP connection would otherwise stay silent forever.
+                conn.execute("SELECT 1")
+                checked = time.monotonic()
+
+
+_notifiers: dict[tuple[int, str], Notifier] = {}
+_lock = threading.Lock()
+
+
+def get_notifier(alias: str) -> Notifier:
+    """The process-wide notifier of database ``alias`` (a new one after ``fork``)."""
+    from django.db import connections
+
+    key = (os.getpid(), alias)
+    with _lock:
+        notifier = _notifiers.get(key)
+        if notifier is None:
+            notifier = _notifiers[key] = Notifier(connections[alias].settings_dict, alias)
+        return notifier

@@ -1,0 +1,114 @@
+"""``manage.py rexecutor_worker``: a thin shell around ``django_rexecutor.worker.Worker``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...exceptions import ConfigurationError
+from ...worker import Worker
+
+_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+
+
+class Command(BaseCommand):
+    help = "Run background jobs: claim ready jobs of the registered executors and execute them."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--executor",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="Run only this executor (repeatable). Default: every registered executor.",
+        )
+        parser.add_argument(
+            "--exclude",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="Do not run this executor (repeatable).",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=None,
+            help='Jobs run at once by this process (default: REXECUTOR["CONCURRENCY"], 10).',
+        )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="On SIGTERM/SIGINT, how long running jobs may finish before they are released "
+            '(default: REXECUTOR["SHUTDOWN_TIMEOUT"], 30).',
+        )
+        parser.add_argument("--burst", action="store_true", help="Run every ready job, then exit.")
+        parser.add_argument("--name", default=None, help="Worker identity (default: host:pid).")
+        parser.add_argument("--no-cron", action="store_true", help="Do not run the cron scheduler.")
+        parser.add_argument("--no-pruner", action="store_true", help="Do not run the pruner.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self._configure_logging(options["verbosity"])
+        try:
+            worker = Worker(
+                options["executor"] or None,
+                exclude=options["exclude"],
+                concurrency=options["concurrency"],
+                shutdown_timeout=options["shutdown_timeout"],
+                burst=options["burst"],
+                name=options["name"],
+                cron=not options["no_cron"],
+                pruner=not options["no_pruner"],
+            )
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from exc
+        verbose = options["verbosity"] >= 1
+        if verbose:
+            self._banner(worker)
+        started = time.monotonic()
+        code = worker.run()
+        if verbose:
+            self._summary(worker, time.monotonic() - started)
+        if code:
+            sys.exit(code)
+
+    def _configure_logging(self, verbosity: int) -> None:
+        logger = logging.getLogger("django_rexecutor")
+        logger.setLevel(_LEVELS.get(verbosity, logging.DEBUG))
+        if not logger.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+            )
+            logger.addHandler(handler)
+
+    def _banner(self, worker: Worker) -> None:
+        info = worker.describe()
+        lines = [f"django-rexecutor worker {info['worker']}"]
+        lines.append(f"  executors:   {', '.join(info['executors'])}")
+        lines.append(f"  database:    {info['database']} via {info['backend']}")
+        lines.append(
+            f"  concurrency: {info['concurrency']}   poll: {info['poll_interval']:g}s"
+            f"   notifications: {'LISTEN/NOTIFY' if info['notifications'] else 'off (polling)'}"
+        )
+        lines.append(
+            f"  heartbeat:   {info['heartbeat_interval']:g}s   rescue after: "
+            f"{info['rescue_after']:g}s   shutdown timeout: {info['shutdown_timeout']:g}s"
+        )
+        mode = "burst (exit when no job is ready)" if info["burst"] else "continuous"
+        plugins = [p for p in ("cron", "pruner") if info[p]]
+        lines.append(f"  mode:        {mode}   plugins: {', '.join(plugins) or 'none'}")
+        self.stdout.write("\n".join(lines))
+
+    def _summary(self, worker: Worker, elapsed: float) -> None:
+        stats = worker.stats
+        total = sum(n for k, n in stats.items() if k != "released")
+        parts = ", ".join(f"{k} {n}" for k, n in sorted(stats.items())) or "no jobs"
+        self.stdout.write(
+            f"Worker {worker.name} stopped after {elapsed:.1f}s: {total} attempt(s): {parts}"
+        )

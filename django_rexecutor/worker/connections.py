@@ -1,0 +1,40 @@
+"""Database errors the worker survives, and how it recovers from them."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+
+from ..backends.base import Backend
+from ..exceptions import BackendError
+
+logger = logging.getLogger("django_rexecutor.worker")
+
+try:
+    import psycopg
+
+    _PSYCOPG_ERRORS: tuple[type[Exception], ...] = (psycopg.Error,)
+except ImportError:  # pragma: no cover - psycopg is a dependency, but SQLite needs none
+    _PSYCOPG_ERRORS = ()
+
+#: Raised when the database is unreachable, restarts or kills our connection.
+DB_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    DatabaseError,
+    BackendError,
+    *_PSYCOPG_ERRORS,
+)
+
+
+def drop_connection(backend: Backend) -> None:
+    """Close the calling thread's connection of ``backend`` so the next query opens a new one
+    (Django does not reconnect a broken connection by itself outside requests)."""
+    alias = getattr(backend, "alias", None)
+    if alias is None:
+        return
+    try:
+        connections[alias].close()
+    except Exception:
+        logger.debug("Closing a broken connection failed", exc_info=True)

@@ -1,0 +1,654 @@
+"""The worker: claims ready jobs, runs them, records their outcomes.
+
+One orchestrating thread (the one calling ``run()``) does every claim and result write, so the
+hot path is a loop of "claim up to the free slots → hand jobs to long-lived threads → batch the
+acks". Around it: a fixed pool of daemon threads for sync executors, one event loop thread for
+``async def`` executors, a heartbeat thread (alive + rescue), a waker thread that blocks on
+``backend.wait_for_jobs`` while the worker is hungry, and a plugin thread (cron, pruner)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from datetime import timedelta
+from types import FrameType
+from typing import Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from .. import registry
+from ..backends import get_backend
+from ..backends.base import Backend, Claim
+from ..conf import rexecutor_settings
+from ..exceptions import ConfigurationError
+from ..executor import Executor
+from ..job import Job
+from .connections import DB_ERRORS, drop_connection
+from .execution import (
+    COMPLETE,
+    DONE_RESULT,
+    INTERRUPTED_RESULT,
+    STALE,
+    AttemptResult,
+    attempt_timeout,
+    is_async_executor,
+    log_outcome,
+    result_of_exception,
+    run_async,
+    run_sync,
+    send_finished,
+    send_started,
+    timeout_result,
+    write_result,
+)
+from .heartbeat import Heartbeat
+from .plugins import PluginRunner, load_plugins
+from .threads import EventLoopThread, Interruptible, SyncPool
+
+logger = logging.getLogger("django_rexecutor.worker")
+
+CANCEL_POLL_INTERVAL = 0.5
+_MAX_RECONNECT_DELAY = 5.0
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def resolve_executors(
+    names: Iterable[str] | None = None, exclude: Iterable[str] = ()
+) -> dict[str, type[Executor]]:
+    """The executors a worker runs: ``names`` (default: all registered) minus ``exclude``.
+    Unknown names are a ``ConfigurationError`` listing the registered ones."""
+    known = registry.all_executors()
+    wanted = list(names or [])
+    excluded = list(exclude)
+    unknown = sorted({n for n in [*wanted, *excluded] if n not in known})
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown executor name(s): {', '.join(map(repr, unknown))}. Registered: "
+            f"{', '.join(known) or 'none (define executors in the jobs.py of an installed app)'}."
+        )
+    chosen = {n: known[n] for n in (wanted or known) if n not in set(excluded)}
+    if not chosen:
+        raise ConfigurationError(
+            "This worker would run no executor: register some in an app's jobs.py or adjust "
+            "--executor/--exclude."
+        )
+    return chosen
+
+
+class _Attempt:
+    """One running attempt of one job, owned by the orchestrating thread."""
+
+    __slots__ = (
+        "deadline",
+        "executor_cls",
+        "guard",
+        "instance",
+        "interrupt_requested",
+        "is_async",
+        "job",
+        "limit",
+        "result",
+        "settled",
+        "started",
+        "task",
+    )
+
+    def __init__(self, job: Job, executor_cls: type[Executor]) -> None:
+        self.job = job
+        self.executor_cls = executor_cls
+        self.instance: Executor | None = None
+        self.is_async = False
+        self.started = time.monotonic()
+        self.limit: timedelta | None = None
+        self.deadline: float | None = None
+        self.guard: Interruptible | None = None
+        self.task: Any = None
+        self.interrupt_requested = False
+        #: Set once by the thread that ran it.
+        self.result: AttemptResult | None = None
+        #: The outcome was decided by the worker (timeout, release) before the job ended.
+        self.settled = False
+
+
+class Worker:
+    """Runs jobs of ``executors`` until stopped (signals, ``stop()``) or, with ``burst``, until
+    no job is ready. ``run()`` returns the process exit code."""
+
+    def __init__(
+        self,
+        executors: Iterable[str] | None = None,
+        *,
+        exclude: Iterable[str] = (),
+        concurrency: int | None = None,
+        shutdown_timeout: float | timedelta | None = None,
+        burst: bool = False,
+        name: str | None = None,
+        backend: Backend | None = None,
+        cron: bool = True,
+        pruner: bool = True,
+        handle_signals: bool = True,
+    ) -> None:
+        self.executors = resolve_executors(executors, exclude)
+        self.concurrency = (
+            concurrency if concurrency is not None else rexecutor_settings.CONCURRENCY
+        )
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}.")
+        if shutdown_timeout is None:
+            shutdown_timeout = rexecutor_settings.SHUTDOWN_TIMEOUT
+        if isinstance(shutdown_timeout, timedelta):
+            shutdown_timeout = shutdown_timeout.total_seconds()
+        if shutdown_timeout < 0:
+            raise ConfigurationError(f"shutdown timeout must be >= 0, got {shutdown_timeout}.")
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.burst = burst
+        self.name = name or default_worker_name()
+        self.worker_id = self.name
+        self.backend = backend if backend is not None else get_backend()
+        self.cron = cron
+        self.pruner = pruner
+        self.handle_signals = handle_signals
+        self.poll_interval = rexecutor_settings.POLL_INTERVAL.total_seconds()
+        self.heartbeat_interval = rexecutor_settings.HEARTBEAT_INTERVAL
+        self.rescue_after = rexecutor_settings.RESCUE_AFTER
+        self.limits = {
+            n: cls.max_concurrency
+            for n, cls in self.executors.items()
+            if cls.max_concurrency is not None
+        }
+        self._async_names = {n for n, cls in self.executors.items() if is_async_executor(cls)}
+        #: Outcome → count, for the exit summary.
+        self.stats: Counter[str] = Counter()
+        self.started_at = timezone.now()
+
+        self._active: set[_Attempt] = set()
+        self._per_executor: Counter[str] = Counter()
+        self._finished: deque[_Attempt] = deque()
+        self._to_write: deque[tuple[_Attempt, AttemptResult]] = deque()
+        self._wake = threading.Event()
+        self._hungry = threading.Event()
+        self._hungry_for: list[str] = []
+        self._closing = threading.Event()
+        self._signals = 0
+        self._stop_deadline: float | None = None
+        self._registered: set[str] = set()
+        self._generation = 0
+        self._last_cancel_poll = 0.0
+        self._pool: SyncPool | None = None
+        self._loop: EventLoopThread | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._plugins: PluginRunner | None = None
+        self._waker: threading.Thread | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    # -- public controls -------------------------------------------------------------------
+    def stop(self) -> None:
+        """Begin a graceful shutdown (what the first SIGTERM/SIGINT does)."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self.shutdown_timeout
+        self._wake.set()
+
+    @property
+    def running_jobs(self) -> list[int]:
+        return sorted(a.job.id for a in list(self._active) if not a.settled)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings in force, for the startup banner."""
+        alias = getattr(self.backend, "alias", None)
+        vendor = getattr(self.backend, "vendor", None)
+        return {
+            "worker": self.name,
+            "executors": sorted(self.executors),
+            "backend": type(self.backend).__name__,
+            "database": f"{alias} ({vendor})" if alias else "-",
+            "concurrency": self.concurrency,
+            "poll_interval": self.poll_interval,
+            "notifications": bool(self.backend.supports_notifications),
+            "heartbeat_interval": self.heartbeat_interval.total_seconds(),
+            "rescue_after": self.rescue_after.total_seconds(),
+            "shutdown_timeout": self.shutdown_timeout,
+            "burst": self.burst,
+            "cron": self.cron,
+            "pruner": self.pruner,
+        }
+
+    # -- main loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        """Work until stopped; returns 0 after a graceful stop or a finished burst, 1 after a
+        second signal."""
+        self._install_signal_handlers()
+        try:
+            self._start()
+            self._loop_forever()
+        except BaseException:
+            logger.exception("Worker %s failed; releasing its jobs", self.worker_id)
+            self._shutdown(release_all=True)
+            raise
+        finally:
+            self._restore_signal_handlers()
+        return self._shutdown(release_all=self._signals >= 2)
+
+    def _start(self) -> None:
+        self._pool = SyncPool(self.concurrency)
+        if self._async_names:
+            self._loop = EventLoopThread()
+        self._heartbeat = Heartbeat(
+            self.backend,
+            self._identities,
+            executors=self.executors,
+            concurrency=self.concurrency,
+            interval=self.heartbeat_interval,
+            rescue_after=self.rescue_after,
+        )
+        # The first beat happens before the first claim, so no rescue pass can ever see our
+        # claims without a live worker row.
+        self._with_retry(self._register)
+        self._with_retry(self._heartbeat.rescue)
+        self._heartbeat.start()
+        if self.backend.supports_notifications and not self.burst:
+            notifier = self._notifier()
+            if notifier is not None:
+                notifier.start(wait=2.0)
+                notifier.subscribe(self._on_notification)
+        if not self.burst:
+            self._waker = threading.Thread(
+                target=self._wait_for_jobs, name="rexecutor-waker", daemon=True
+            )
+            self._waker.start()
+            plugins = load_plugins(self.backend, cron=self.cron, pruner=self.pruner)
+            self._plugins = PluginRunner(self.backend, plugins)
+            self._plugins.start()
+        logger.info(
+            "Worker %s started: executors %s, concurrency %d",
+            self.worker_id, ", ".join(sorted(self.executors)), self.concurrency,
+        )  # fmt: skip
+
+    def _notifier(self) -> Any:
+        alias = getattr(self.backend, "alias", None)
+        if alias is None:
+            return None
+        from ..backends.notify import get_notifier
+
+        return get_notifier(alias)
+
+    def _register(self) -> None:
+        assert self._heartbeat is not None
+        self._heartbeat.beat()
+        self._registered = set(self._identities())
+
+    def _with_retry(self, operation: Any) -> Any:
+        """Run a start-up database operation, retrying through connection loss."""
+        delay = 0.1
+        while True:
+            try:
+                return operation()
+            except DB_ERRORS as exc:
+                if self._signals:
+                    raise
+                logger.warning("Database unavailable (%s); retrying in %.1fs", exc, delay)
+                drop_connection(self.backend)
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_RECONNECT_DELAY)
+
+    def _loop_forever(self) -> None:
+        delay = 0.1
+        while True:
+            self._wake.clear()
+            if self._signals >= 2:
+                return
+            try:
+                self._reap()
+                self._enforce_deadlines()
+                self._flush_writes()
+                if self._stop_deadline is not None:
+                    self._poll_cancels()
+                    if not self._active or time.monotonic() >= self._stop_deadline:
+                        return
+                else:
+                    self._poll_cancels()
+                    claimed, wanted = self._claim()
+                    if claimed and claimed == wanted:
+                        continue  # there may be more: claim again once slots free up
+                    if self.burst and not self._active and not self._to_write and not claimed:
+                        if self._nothing_ready():
+                            return
+                        continue
+                delay = 0.1
+            except DB_ERRORS as exc:
+                logger.warning(
+                    "Database error in worker %s (%s); reconnecting in %.1fs",
+                    self.worker_id, str(exc).strip() or type(exc).__name__, delay,
+                )  # fmt: skip
+                drop_connection(self.backend)
+                self._wake.wait(delay)
+                delay = min(delay * 2, _MAX_RECONNECT_DELAY)
+                continue
+            self._wake.wait(self._wait_timeout())
+
+    def _wait_timeout(self) -> float:
+        timeout = 1.0 if self.burst else self.poll_interval
+        if self._active:
+            timeout = min(timeout, CANCEL_POLL_INTERVAL)
+            deadlines = [a.deadline for a in self._active if a.deadline and not a.settled]
+            if deadlines:
+                timeout = min(timeout, max(0.0, min(deadlines) - time.monotonic()))
+        if self._stop_deadline is not None:
+            timeout = min(timeout, max(0.0, self._stop_deadline - time.monotonic()))
+        return timeout
+
+    def _nothing_ready(self) -> bool:
+        due = self.backend.next_scheduled_at(list(self.executors))
+        return due is None or due > timezone.now()
+
+    # -- claiming ----------------------------------------------------------------------------
+    def _capacity(self) -> tuple[dict[str, int], int]:
+        free = self.concurrency - len(self._active)
+        if free <= 0:
+            return {}, 0
+        capacity: dict[str, int] = {}
+        for name in self.executors:
+            limit = self.limits.get(name)
+            room = free if limit is None else min(free, limit - self._per_executor[name])
+            if room > 0:
+                capacity[name] = room
+        return capacity, free
+
+    def _claim(self) -> tuple[int, int]:
+        """Claim up to the free slots and start the jobs; returns (claimed, asked for)."""
+        assert self._heartbeat is not None
+        capacity, free = self._capacity()
+        if not capacity:
+            self._hungry.clear()
+            return 0, 0
+        if self._heartbeat.silent_for() > self.rescue_after.total_seconds():
+            # Our heartbeat may look dead to others by now: claim nothing until it is back.
+            self._hungry.clear()
+            return 0, 0
+        if self.worker_id not in self._registered:
+            self._register()
+        limit = min(free, sum(capacity.values()))
+        try:
+            jobs = self.backend.claim_jobs(self.worker_id, capacity, limit)
+        except DB_ERRORS:
+            # The claim may have committed without us seeing the rows. Claim under a new
+            # identity from now on and let the old one go silent once its known jobs end, so
+            # rescue returns any unseen claims to the queue instead of stranding them.
+            self._generation += 1
+            self.worker_id = f"{self.name}~{self._generation}"
+            raise
+        for job in jobs:
+            self._start_attempt(job)
+        if len(jobs) < limit:
+            self._hungry_for = sorted(capacity)
+            self._hungry.set()
+        else:
+            self._hungry.clear()
+        return len(jobs), limit
+
+    def _wait_for_jobs(self) -> None:
+        """Waker thread: while the worker has free slots and nothing to claim, block on the
+        backend until a job may be ready (NOTIFY, the next scheduled job, or the poll
+        interval), then wake the main loop."""
+        while not self._closing.is_set():
+            if not self._hungry.wait(0.5):
+                continue
+            names = self._hungry_for or list(self.executors)
+            try:
+                timeout = self.poll_interval
+                due = self.backend.next_scheduled_at(names)
+                if due is not None:
+                    timeout = min(timeout, (due - timezone.now()).total_seconds())
+                self.backend.wait_for_jobs(names, max(0.01, timeout))
+            except DB_ERRORS as exc:
+                logger.debug("Waiting for jobs failed: %s", exc)
+                drop_connection(self.backend)
+                self._closing.wait(1.0)
+            self._wake.set()
+        drop_connection(self.backend)
+
+    def _on_notification(self, channel: str, payload: str) -> None:
+        from ..models import CANCEL_CHANNEL
+
+        if channel == CANCEL_CHANNEL:
+            self._last_cancel_poll = 0.0
+            self._wake.set()
+
+    # -- running -----------------------------------------------------------------------------
+    def _start_attempt(self, job: Job) -> None:
+        executor_cls = self.executors[job.executor]
+        attempt = _Attempt(job, executor_cls)
+        self._active.add(attempt)
+        self._per_executor[job.executor] += 1
+        try:
+            attempt.instance = executor_cls()
+            attempt.limit = attempt_timeout(attempt.instance, job)
+        except Exception as exc:  # noqa: BLE001 - a broken executor fails its job, not the worker
+            self._finish(attempt, result_of_exception(exc))
+            return
+        if attempt.limit is not None:
+            attempt.deadline = attempt.started + attempt.limit.total_seconds()
+        send_started(executor_cls, job)
+        if job.executor in self._async_names:
+            assert self._loop is not None
+            attempt.is_async = True
+            self._loop.submit(self._run_async(attempt))
+        else:
+            assert self._pool is not None
+            attempt.guard = Interruptible()
+            self._pool.submit(lambda: self._run_sync(attempt))
+
+    def _run_sync(self, attempt: _Attempt) -> None:
+        guard = attempt.guard
+        assert guard is not None and attempt.instance is not None
+        result = INTERRUPTED_RESULT
+        try:
+            if guard.enter():
+                close_old_connections()
+                try:
+                    result = run_sync(attempt.instance, attempt.job)
+                finally:
+                    guard.leave()
+                close_old_connections()
+        except BaseException as exc:  # noqa: BLE001 - never let a job kill a pool thread
+            result = result_of_exception(exc)
+        self._finish(attempt, result)
+
+    async def _run_async(self, attempt: _Attempt) -> None:
+        import asyncio
+
+        assert attempt.instance is not None
+        if attempt.interrupt_requested:
+            self._finish(attempt, INTERRUPTED_RESULT)
+            return
+        attempt.task = asyncio.current_task()
+        result = await run_async(attempt.instance, attempt.job)
+        self._finish(attempt, result)
+
+    def _finish(self, attempt: _Attempt, result: AttemptResult) -> None:
+        """Called from the thread that ran the attempt."""
+        attempt.result = result
+        self._finished.append(attempt)
+        self._wake.set()
+
+    def _interrupt(self, attempt: _Attempt) -> None:
+        if attempt.is_async:
+            assert self._loop is not None
+            self._loop.loop.call_soon_threadsafe(self._cancel_task, attempt)
+        elif attempt.guard is not None:
+            attempt.guard.interrupt()
+
+    @staticmethod
+    def _cancel_task(attempt: _Attempt) -> None:
+        attempt.interrupt_requested = True
+        if attempt.task is not None:
+            attempt.task.cancel()
+
+    def _reap(self) -> None:
+        """Free the slots of ended attempts and queue their results for writing."""
+        while self._finished:
+            attempt = self._finished.popleft()
+            if attempt in self._active:
+                self._active.discard(attempt)
+                self._per_executor[attempt.job.executor] -= 1
+            if not attempt.settled:
+                attempt.settled = True
+                assert attempt.result is not None
+                self._to_write.append((attempt, attempt.result))
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for attempt in list(self._active):
+            if attempt.settled or attempt.deadline is None or attempt.deadline > now:
+                continue
+            # Recorded at the deadline whether or not the job can be interrupted; its slot
+            # stays taken until its thread really ends.
+            attempt.settled = True
+            assert attempt.limit is not None
+            self._to_write.append((attempt, timeout_result(attempt.limit)))
+            self._interrupt(attempt)
+
+    def _poll_cancels(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cancel_poll < CANCEL_POLL_INTERVAL:
+            return
+        self._last_cancel_poll = now
+        running = {a.job.id: a for a in self._active if not a.settled}
+        if not running:
+            return
+        for job_id in self.backend.cancel_requested(list(running)):
+            attempt = running[job_id]
+            if attempt.job.cancel_requested:
+                continue
+            attempt.job._cancel_event = threading.Event()
+            attempt.job._cancel_event.set()
+            logger.info("job %s %s: cancel requested, stopping it", job_id, attempt.job.executor)
+            self._interrupt(attempt)
+
+    # -- writing results ---------------------------------------------------------------------
+    def _flush_writes(self) -> None:
+        """Write queued results: completions in one batch, the rest one by one. A result leaves
+        the queue only once written, so a database error just retries it later."""
+        if not self._to_write:
+            return
+        done = [
+            (a, r) for a, r in self._to_write if r is DONE_RESULT and not a.job.cancel_requested
+        ]
+        if done:
+            self.backend.complete_jobs([Claim.of(a.job) for a, _ in done])
+            finished = {id(a) for a, _ in done}
+            self._to_write = deque((a, r) for a, r in self._to_write if id(a) not in finished)
+            for attempt, result in done:
+                self._report(attempt, COMPLETE, result)
+        while self._to_write:
+            attempt, result = self._to_write[0]
+            outcome = write_result(self.backend, attempt.instance, attempt.job, result)
+            self._to_write.popleft()
+            self._report(attempt, outcome, result)
+
+    def _report(self, attempt: _Attempt, outcome: str, result: AttemptResult) -> None:
+        duration = time.monotonic() - attempt.started
+        self.stats[outcome] += 1
+        log_outcome(attempt.job, outcome, duration, result)
+        if outcome != STALE:
+            send_finished(attempt.executor_cls, attempt.job, outcome, duration)
+
+    # -- identities and heartbeats -------------------------------------------------------------
+    def _identities(self) -> dict[str, list[int]]:
+        """Worker ids to keep alive: ours, and older ones (after a failed claim) while jobs
+        claimed under them still run."""
+        ids: dict[str, list[int]] = {self.worker_id: []}
+        for attempt in list(self._active):
+            if not attempt.settled and attempt.job.claimed_by is not None:
+                ids.setdefault(attempt.job.claimed_by, []).append(attempt.job.id)
+        for worker_id in list(self._registered):
+            if worker_id not in ids:
+                # No known job runs under that old identity: forget it, so rescue can give
+                # back anything claimed under it that we never saw.
+                self._registered.discard(worker_id)
+                try:
+                    self.backend.remove_worker(worker_id)
+                except DB_ERRORS:
+                    self._registered.add(worker_id)
+        self._registered.update(ids)
+        return ids
+
+    # -- shutdown ----------------------------------------------------------------------------
+    def _shutdown(self, *, release_all: bool) -> int:
+        """Release what is still running, forget this worker, stop the threads."""
+        self._closing.set()
+        self._hungry.set()
+        code = 1 if self._signals >= 2 else 0
+        try:
+            self._reap()
+            self._flush_writes()
+        except DB_ERRORS as exc:
+            logger.warning("Could not record %d result(s): %s", len(self._to_write), exc)
+        unfinished = [a for a in self._active if not a.settled]
+        if unfinished:
+            for attempt in unfinished:
+                attempt.settled = True
+                self._interrupt(attempt)
+            claims = [Claim.of(a.job) for a in unfinished]
+            try:
+                released = self.backend.release_jobs(claims)
+            except DB_ERRORS as exc:
+                released = 0
+                logger.warning("Could not release jobs (%s); they will be rescued", exc)
+            self.stats["released"] += released
+            logger.warning(
+                "Released %d unfinished job(s) back to the queue: %s",
+                released, ", ".join(str(a.job.id) for a in unfinished),
+            )  # fmt: skip
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        if self._plugins is not None:
+            self._plugins.stop()
+        try:
+            for worker_id in {self.worker_id, *self._registered}:
+                self.backend.remove_worker(worker_id)
+        except DB_ERRORS as exc:
+            logger.warning("Could not unregister worker %s: %s", self.worker_id, exc)
+        if self._pool is not None:
+            self._pool.shutdown()
+        if self._loop is not None:
+            self._loop.stop()
+        notifier = self._notifier() if self.backend.supports_notifications else None
+        if notifier is not None:
+            notifier.unsubscribe(self._on_notification)
+        if self._waker is not None:
+            self._waker.join(timeout=2)
+        logger.info("Worker %s stopped", self.worker_id)
+        return code
+
+    def _install_signal_handlers(self) -> None:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.warning(
+                "Received %s: finishing running jobs (up to %.0fs), send it again to exit now",
+                signal.Signals(signum).name, self.shutdown_timeout,
+            )  # fmt: skip
+            self.stop()
+        else:
+            logger.warning("Received %s again: exiting now", signal.Signals(signum).name)
+        self._wake.set()
