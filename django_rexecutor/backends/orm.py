@@ -8,6 +8,7 @@ fenced by status, attempt and worker (see ``backends.base``)."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -225,6 +226,16 @@ class DjangoBackend(Backend):
             at=Min("scheduled_at")
         )
         return result["at"]
+
+    def wait_for_jobs(self, executors: Collection[str], timeout: float) -> None:
+        """On PostgreSQL, wait on LISTEN/NOTIFY (``backends.notify``) up to ``timeout``;
+        elsewhere just sleep: the caller's polling is the guarantee either way."""
+        if self.vendor == "postgresql":
+            from .notify import get_notifier
+
+            get_notifier(self.alias).wait(executors, timeout)
+        else:
+            time.sleep(max(0.0, timeout))
 
     # -- results -------------------------------------------------------------------------
     def _write_result(
