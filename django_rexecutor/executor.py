@@ -182,6 +182,10 @@ class Executor:
         return resolve_backend(backend).get_job(job_id, executor=cls.name)
 
     @classmethod
+    async def aget_job(cls, job_id: int, *, backend: Backend | None = None) -> Job:
+        return await resolve_backend(backend).aget_job(job_id, executor=cls.name)
+
+    @classmethod
     def update_job(cls, job: Job, *, backend: Backend | None = None) -> Job:
         return resolve_backend(backend).update_job(job, executor=cls.name)
 

@@ -27,6 +27,10 @@ class JobId(int):
     def __repr__(self) -> str:
         return f"JobId({int(self)}, inserted={self.inserted})"
 
+    def __str__(self) -> str:
+        # Plain digits in messages, logs and f-strings (int's default str would use __repr__).
+        return int.__repr__(self)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (JobId, (int(self), self.inserted))
 

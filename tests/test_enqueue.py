@@ -112,6 +112,8 @@ def test_job_id_is_an_int_that_says_whether_it_was_inserted() -> None:
     assert second.inserted is False
     assert second == first
     assert repr(second) == f"JobId({int(first)}, inserted=False)"
+    # Messages and logs (%-style) show the number.
+    assert str(second) == f"{second}" == "%s" % second == str(int(first))  # noqa: UP031
     restored = pickle.loads(pickle.dumps(second))
     assert (restored, restored.inserted) == (first, False)
 
