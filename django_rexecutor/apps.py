@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import django
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
 
@@ -15,3 +16,8 @@ class RexecutorConfig(AppConfig):
 
         checks.register()
         registry.autodiscover()
+        if django.VERSION >= (6, 0):
+            # One executor per queue of each RexecutorTaskBackend in TASKS (settings only).
+            from .tasks.executors import register_task_executors
+
+            register_task_executors()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from .backoff import to_timedelta
 from .status import ErrorType
@@ -12,7 +13,10 @@ from .status import ErrorType
 
 @dataclass(frozen=True)
 class Done:
-    """The job completed. Returning ``None`` means the same."""
+    """The job completed. Returning ``None`` means the same. ``result`` (JSON-native) is
+    stored with the job, e.g. a django.tasks task's return value."""
+
+    result: Any = None
 
 
 @dataclass(frozen=True)

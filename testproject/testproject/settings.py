@@ -151,6 +151,17 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # django-rexecutor settings (all keys optional; see the reference docs for the defaults).
 REXECUTOR: dict[str, Any] = {}
 
+# Django's tasks framework (django.tasks, Django 6+; Django 5.2 ignores it) on our engine: each
+# queue is run by the executor django_tasks.<queue> (see docs/tasks.md).
+TASKS: dict[str, Any] = {
+    "default": {
+        "BACKEND": "django_rexecutor.tasks.RexecutorTaskBackend",
+        "QUEUES": ["default", "emails"],
+        # The test suite's tasks live in tests/test_tasks_defs.py, outside any installed app.
+        "OPTIONS": {"allowed_modules": ["test_tasks_defs"]},
+    }
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
