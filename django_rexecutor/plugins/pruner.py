@@ -55,10 +55,16 @@ class PrunerConfig:
     spec: PruneSpec
 
 
+def _duration(value: timedelta) -> str:
+    if value.days and not value.seconds and not value.microseconds:
+        return f"{value.days} day{'s' if value.days != 1 else ''}"
+    return str(value)
+
+
 def describe_rule(rule: PruneRule) -> str:
     """A one-line summary such as ``complete older than 7 days, except ['billing']``."""
     if rule.max_age is not None:
-        text = f"{rule.status.value} older than {rule.max_age}"
+        text = f"{rule.status.value} older than {_duration(rule.max_age)}"
         if rule.status in TERMINAL_STATUSES:
             text += " (since finished)"
         else:
@@ -304,9 +310,9 @@ class Pruner(Plugin):
             self._next = self.schedule.next_after(max(now, timezone.now()))
         return self._next
 
-    def run_once(self) -> dict[PruneRule, int] | None:
-        """Apply every rule now; how many jobs each deleted, or ``None`` if another worker
-        is pruning (PostgreSQL)."""
+    def run_once(self) -> list[tuple[PruneRule, int]] | None:
+        """Apply every rule now; each rule with how many jobs it deleted, or ``None`` if
+        another worker is pruning (PostgreSQL)."""
         alias = self._postgres_alias()
         if alias is None:
             return self._prune()
@@ -326,12 +332,12 @@ class Pruner(Plugin):
                 # The connection is gone, and the session lock went with it.
                 logger.debug("pruner: could not release the advisory lock", exc_info=True)
 
-    def _prune(self) -> dict[PruneRule, int]:
-        deleted: dict[PruneRule, int] = {}
+    def _prune(self) -> list[tuple[PruneRule, int]]:
+        deleted: list[tuple[PruneRule, int]] = []
         for rule in self.spec.rules:
             # One rule at a time, so the log says what each deleted.
             count = self.backend.prune_jobs(PruneSpec((rule,), batch_size=self.spec.batch_size))
-            deleted[rule] = deleted.get(rule, 0) + count
+            deleted.append((rule, count))
             if count:
                 logger.info("pruner: deleted %d jobs: %s", count, describe_rule(rule))
         return deleted
