@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -117,6 +117,36 @@ class WorkerInfo:
     started_at: datetime
     heartbeat_at: datetime
     running: list[int] = field(default_factory=list)
+
+
+class SkipReason:
+    """Why a bulk rerun or cancel left a job alone (stable strings; the admin translates them)."""
+
+    RUNNING = "already running"
+    WAITING = "already waiting"
+    FINISHED = "already finished"
+    NOT_FOUND = "not found"
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What a bulk rerun or cancel did. ``done`` holds the ids changed, in request order;
+    ``requested`` the ids among them that were running, so they only got a cancel request and
+    become cancelled when their attempt ends; ``skipped`` maps every other id to a
+    ``SkipReason``."""
+
+    done: tuple[int, ...] = ()
+    skipped: Mapping[int, str] = field(default_factory=dict)
+    requested: tuple[int, ...] = ()
+
+
+def skip_reason(status: str) -> str:
+    """The ``SkipReason`` for a job that an ``InvalidTransition`` reported in ``status``."""
+    if status == JobStatus.EXECUTING:
+        return SkipReason.RUNNING
+    if status in (JobStatus.COMPLETE, JobStatus.CANCELLED, JobStatus.DISCARDED):
+        return SkipReason.FINISHED
+    return SkipReason.WAITING
 
 
 class Backend(ABC):
@@ -238,6 +268,47 @@ class Backend(ABC):
         """Run a finished or retryable job again, due now, with one more attempt allowed.
         ``InvalidTransition`` for an executing or scheduled job."""
 
+    def rerun_jobs(self, job_ids: Iterable[int], *, executor: str | None = None) -> BulkResult:
+        """``rerun_job`` for many jobs: the eligible ones are rerun, the others reported in
+        ``skipped``. Backends override this to use few statements."""
+        from ..exceptions import InvalidTransition, JobNotFound
+
+        done: list[int] = []
+        skipped: dict[int, str] = {}
+        for job_id in dict.fromkeys(job_ids):
+            try:
+                self.rerun_job(job_id, executor=executor)
+            except JobNotFound:
+                skipped[job_id] = SkipReason.NOT_FOUND
+            except InvalidTransition as exc:
+                skipped[job_id] = skip_reason(exc.status)
+            else:
+                done.append(job_id)
+        return BulkResult(tuple(done), skipped)
+
+    def cancel_jobs(
+        self, job_ids: Iterable[int], reason: str, *, executor: str | None = None
+    ) -> BulkResult:
+        """``cancel_job`` for many jobs: waiting ones are cancelled, running ones get a cancel
+        request (listed in ``requested`` too), finished ones are skipped."""
+        from ..exceptions import InvalidTransition, JobNotFound
+
+        done: list[int] = []
+        requested: list[int] = []
+        skipped: dict[int, str] = {}
+        for job_id in dict.fromkeys(job_ids):
+            try:
+                job = self.cancel_job(job_id, reason, executor=executor)
+            except JobNotFound:
+                skipped[job_id] = SkipReason.NOT_FOUND
+            except InvalidTransition as exc:
+                skipped[job_id] = skip_reason(exc.status)
+            else:
+                done.append(job_id)
+                if job.status == JobStatus.EXECUTING:
+                    requested.append(job_id)
+        return BulkResult(tuple(done), skipped, tuple(requested))
+
     @abstractmethod
     def update_job(self, job: Job, *, executor: str | None = None) -> Job:
         """Write data, metadata, max_attempts, scheduled_at, priority and tags of a waiting
@@ -307,6 +378,16 @@ class Backend(ABC):
 
     async def arerun_job(self, job_id: int, *, executor: str | None = None) -> Job:
         return await sync_to_async(self.rerun_job)(job_id, executor=executor)
+
+    async def arerun_jobs(
+        self, job_ids: Iterable[int], *, executor: str | None = None
+    ) -> BulkResult:
+        return await sync_to_async(self.rerun_jobs)(job_ids, executor=executor)
+
+    async def acancel_jobs(
+        self, job_ids: Iterable[int], reason: str, *, executor: str | None = None
+    ) -> BulkResult:
+        return await sync_to_async(self.cancel_jobs)(job_ids, reason, executor=executor)
 
     async def aupdate_job(self, job: Job, *, executor: str | None = None) -> Job:
         return await sync_to_async(self.update_job)(job, executor=executor)

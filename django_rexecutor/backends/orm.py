@@ -26,13 +26,16 @@ from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
 from ..uniqueness import UniquenessCriteria
 from .base import (
     Backend,
+    BulkResult,
     Claim,
     EnqueuableJob,
     ErrorDetails,
     PruneRule,
     PruneSpec,
+    SkipReason,
     WorkerInfo,
     rerun_status,
+    skip_reason,
     snoozed_status,
 )
 from .compiler import compile_query
@@ -399,6 +402,101 @@ class DjangoBackend(Backend):
                 cancel_requested_at=None,
             )
             return self._fresh(job_id)
+
+    #: Ids handled per transaction by the bulk operations (well under SQLite's variable limit).
+    bulk_batch_size = 500
+
+    def _bulk_rows(
+        self, ids: Sequence[int], executor: str | None
+    ) -> dict[int, tuple[JobStatus, int]]:
+        """(status, attempt) of the jobs among ``ids`` (of ``executor``), locked."""
+        qs = self.jobs.select_for_update().filter(pk__in=ids)
+        if executor is not None:
+            qs = qs.filter(executor=executor)
+        return {
+            pk: (JobStatus(status), attempt)
+            for pk, status, attempt in qs.values_list("pk", "status", "attempt")
+        }
+
+    def rerun_jobs(self, job_ids: Iterable[int], *, executor: str | None = None) -> BulkResult:
+        ids = list(dict.fromkeys(int(i) for i in job_ids))
+        done: list[int] = []
+        skipped: dict[int, str] = {}
+        for start in range(0, len(ids), self.bulk_batch_size):
+            chunk = ids[start : start + self.bulk_batch_size]
+            with self._atomic():
+                rows = self._bulk_rows(chunk, executor)
+                by_status: dict[JobStatus, list[int]] = {}
+                for pk in chunk:
+                    if pk not in rows:
+                        skipped[pk] = SkipReason.NOT_FOUND
+                        continue
+                    status, attempt = rows[pk]
+                    if status in (JobStatus.EXECUTING, JobStatus.SCHEDULED):
+                        skipped[pk] = skip_reason(status)
+                        continue
+                    by_status.setdefault(rerun_status(attempt), []).append(pk)
+                    done.append(pk)
+                now = timezone.now()
+                for new_status, pks in by_status.items():
+                    self.jobs.filter(pk__in=pks).update(
+                        status=new_status,
+                        max_attempts=F("max_attempts") + 1,
+                        scheduled_at=now,
+                        completed_at=None,
+                        cancelled_at=None,
+                        discarded_at=None,
+                        cancel_requested_at=None,
+                    )
+        return BulkResult(tuple(done), skipped)
+
+    def cancel_jobs(
+        self, job_ids: Iterable[int], reason: str, *, executor: str | None = None
+    ) -> BulkResult:
+        ids = list(dict.fromkeys(int(i) for i in job_ids))
+        done: list[int] = []
+        requested: list[int] = []
+        skipped: dict[int, str] = {}
+        for start in range(0, len(ids), self.bulk_batch_size):
+            chunk = ids[start : start + self.bulk_batch_size]
+            with self._atomic():
+                rows = self._bulk_rows(chunk, executor)
+                waiting: list[tuple[int, int]] = []
+                running: list[int] = []
+                for pk in chunk:
+                    if pk not in rows:
+                        skipped[pk] = SkipReason.NOT_FOUND
+                        continue
+                    status, attempt = rows[pk]
+                    if status in TERMINAL_STATUSES:
+                        skipped[pk] = skip_reason(status)
+                    elif status == JobStatus.EXECUTING:
+                        running.append(pk)
+                    else:
+                        waiting.append((pk, attempt))
+                    if pk not in skipped:
+                        done.append(pk)
+                now = timezone.now()
+                if waiting:
+                    self.jobs.filter(pk__in=[pk for pk, _ in waiting]).update(
+                        status=JobStatus.CANCELLED, cancelled_at=now
+                    )
+                    JobErrorRecord.objects.using(self.alias).bulk_create(
+                        JobErrorRecord(
+                            job_id=pk,
+                            attempt=attempt,
+                            error_type=ErrorType.CANCELLED,
+                            message=reason,
+                            recorded_at=now,
+                        )
+                        for pk, attempt in waiting
+                    )
+                if running:
+                    self.jobs.filter(pk__in=running, cancel_requested_at__isnull=True).update(
+                        cancel_requested_at=now
+                    )
+                    requested += running
+        return BulkResult(tuple(done), skipped, tuple(requested))
 
     def update_job(self, job: Job, *, executor: str | None = None) -> Job:
         from ..encoding import to_json_native

@@ -1,0 +1,92 @@
+"""Rerun and cancel from the admin: the bulk actions and the messages reporting what was done
+and what was skipped. Both go through the backend's bulk operations, so the admin applies the
+same transition rules as the Python API."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+
+from ..backends import get_backend
+from ..backends.base import BulkResult, SkipReason
+from ..backends.orm import DjangoBackend
+
+if TYPE_CHECKING:
+    from .jobs import JobRecordAdmin
+
+#: Admin wording of the backend's skip reasons.
+SKIP_REASONS = {
+    SkipReason.RUNNING: gettext_lazy("already running"),
+    SkipReason.WAITING: gettext_lazy("already waiting to run"),
+    SkipReason.FINISHED: gettext_lazy("already finished"),
+    SkipReason.NOT_FOUND: gettext_lazy("no longer exists"),
+}
+
+
+def admin_backend(alias: str) -> DjangoBackend:
+    """The backend that owns the rows the admin shows: the configured one when it stores
+    jobs in the database (a ``DjangoBackend`` or a subclass), else a plain ``DjangoBackend``
+    (e.g. while tests install an in-memory backend)."""
+    backend = get_backend()
+    if isinstance(backend, DjangoBackend):
+        return backend.using(alias)
+    return DjangoBackend(alias)
+
+
+def cancel_reason(request: HttpRequest) -> str:
+    user = getattr(request, "user", None)
+    name = user.get_username() if user is not None and user.is_authenticated else "?"
+    return f"cancelled from the admin by {name}"
+
+
+def _skipped_text(result: BulkResult) -> str:
+    counts = Counter(result.skipped.values())
+    parts = [
+        f"{n} {SKIP_REASONS.get(reason, reason)}"
+        for reason, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    return ", ".join(parts)
+
+
+def report(request: HttpRequest, result: BulkResult, action: str) -> None:
+    """Tell the user what happened, e.g. "2 jobs rerun, 1 skipped (1 already running)."."""
+    done = len(result.done)
+    if action == "rerun":
+        text = ngettext("%(n)d job rerun", "%(n)d jobs rerun", done) % {"n": done}
+    else:
+        text = ngettext("%(n)d job cancelled", "%(n)d jobs cancelled", done) % {"n": done}
+        if result.requested:
+            text += " " + _("(%(n)d running: cancellation requested)") % {
+                "n": len(result.requested)
+            }
+    skipped = len(result.skipped)
+    if skipped:
+        text += ", " + _("%(n)d skipped (%(why)s)") % {"n": skipped, "why": _skipped_text(result)}
+    level = messages.WARNING if skipped else messages.SUCCESS
+    messages.add_message(request, level, text + ".")
+
+
+def _ids(queryset: QuerySet[Any]) -> list[int]:
+    return list(queryset.order_by("pk").values_list("pk", flat=True))
+
+
+@admin.action(permissions=["rerun"], description=gettext_lazy("Rerun selected jobs"))
+def rerun_selected(
+    modeladmin: JobRecordAdmin, request: HttpRequest, queryset: QuerySet[Any]
+) -> None:
+    result = admin_backend(queryset.db).rerun_jobs(_ids(queryset))
+    report(request, result, "rerun")
+
+
+@admin.action(permissions=["cancel"], description=gettext_lazy("Cancel selected jobs"))
+def cancel_selected(
+    modeladmin: JobRecordAdmin, request: HttpRequest, queryset: QuerySet[Any]
+) -> None:
+    result = admin_backend(queryset.db).cancel_jobs(_ids(queryset), cancel_reason(request))
+    report(request, result, "cancel")

@@ -1,0 +1,333 @@
+"""The job admin: a fast, read-only list and detail; jobs change only through the rerun and
+cancel actions, which need their own permissions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
+
+from ..conf import rexecutor_settings
+from ..models import JobErrorRecord, JobRecord
+from ..status import READY_STATUSES, TERMINAL_STATUSES, JobStatus
+from . import dashboard
+from .actions import admin_backend, cancel_reason, cancel_selected, report, rerun_selected
+from .badges import badge, badge_css
+from .changelist import EstimatedCountPaginator, JobChangeList
+from .filters import ExecutorFilter, TagFilter, known_executors
+
+#: Statuses from which each action applies (mirrors the backends' transition rules).
+RERUNNABLE = frozenset(TERMINAL_STATUSES | {JobStatus.RETRYABLE})
+CANCELLABLE = frozenset(READY_STATUSES | {JobStatus.EXECUTING})
+#: Search terms that are ids must fit a 64-bit primary key.
+MAX_ID = 2**63 - 1
+
+
+def pretty_json(value: Any) -> SafeString:
+    """JSON indented in a ``<pre>``; escaped, so a payload holding markup shows as text."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    return format_html('<pre class="rx-json">{}</pre>', text)
+
+
+class JobErrorInline(admin.TabularInline):
+    """The error history, oldest first, read-only."""
+
+    model = JobErrorRecord
+    fields = ["attempt", "error_type", "message_text", "traceback_text", "recorded_at"]
+    readonly_fields = ["attempt", "error_type", "message_text", "traceback_text", "recorded_at"]
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name = _("error")
+    verbose_name_plural = _("error history")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[JobErrorRecord]:
+        return super().get_queryset(request).order_by("recorded_at", "id")
+
+    # Seeing a job means seeing its errors: they are part of the job, not a model of their own.
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.parent_model_admin_view(request)
+
+    def parent_model_admin_view(self, request: HttpRequest) -> bool:
+        opts = JobRecord._meta
+        return request.user.has_perm(f"{opts.app_label}.view_{opts.model_name}") or (
+            request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+        )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("message"))
+    def message_text(self, error: JobErrorRecord) -> SafeString:
+        return format_html('<div class="rx-message">{}</div>', error.message)
+
+    @admin.display(description=_("traceback"))
+    def traceback_text(self, error: JobErrorRecord) -> SafeString | str:
+        if not error.traceback:
+            return "—"
+        return format_html('<pre class="rx-traceback">{}</pre>', error.traceback)
+
+
+@admin.register(JobRecord)
+class JobRecordAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "executor",
+        "status_badge",
+        "attempts",
+        "priority",
+        "tag_list",
+        "scheduled_at",
+        "finished",
+        "last_error",
+    ]
+    list_display_links = ["id", "executor"]
+    list_filter = ["status", ExecutorFilter, TagFilter]
+    search_fields = ["executor"]  # shows the box; get_search_results does the searching
+    search_help_text = _("A job id, an executor name (or part of it), or a tag.")
+    ordering = ["-id"]
+    date_hierarchy = "inserted_at"
+    list_per_page = 50
+    list_max_show_all = 500
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    actions = [rerun_selected, cancel_selected]
+    inlines = [JobErrorInline]
+    fieldsets = [
+        (None, {"fields": ["id", "executor", "status_badge", "attempts", "priority", "tag_list"]}),
+        (_("Payload"), {"fields": ["data_json", "metadata_json"]}),
+        (
+            _("Times"),
+            {
+                "fields": [
+                    "inserted_at",
+                    "scheduled_at",
+                    "attempted_at",
+                    "completed_at",
+                    "cancelled_at",
+                    "discarded_at",
+                    "cancel_requested_at",
+                ]
+            },
+        ),
+        (_("Internals"), {"fields": ["claimed_by", "unique_key"], "classes": ["collapse"]}),
+    ]
+    readonly_fields = [
+        "id",
+        "executor",
+        "status_badge",
+        "attempts",
+        "priority",
+        "tag_list",
+        "data_json",
+        "metadata_json",
+        "inserted_at",
+        "scheduled_at",
+        "attempted_at",
+        "completed_at",
+        "cancelled_at",
+        "discarded_at",
+        "cancel_requested_at",
+        "claimed_by",
+        "unique_key",
+    ]
+
+    # -- queries -------------------------------------------------------------------------
+    def get_queryset(self, request: HttpRequest) -> QuerySet[JobRecord]:
+        last_error = JobErrorRecord.objects.filter(job=OuterRef("pk")).order_by("-id")
+        return (
+            super()
+            .get_queryset(request)
+            .using(rexecutor_settings.DATABASE)
+            .annotate(
+                last_error_type=Subquery(last_error.values("error_type")[:1]),
+                finished_at_value=Coalesce(F("completed_at"), F("cancelled_at"), F("discarded_at")),
+            )
+        )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return JobChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[JobRecord], search_term: str
+    ) -> tuple[QuerySet[JobRecord], bool]:
+        """Each word must match the id, a tag exactly, or part of an executor name. Executor
+        names are matched against the (short) list of names, so the query uses the executor
+        index instead of a ``LIKE '%…%'`` scan."""
+        terms = search_term.split()
+        if not terms:
+            return queryset, False
+        names = known_executors(queryset.db)
+        for term in terms:
+            match = Q(tags__contains_tag=term)
+            executors = [n for n in names if term.casefold() in n.casefold()]
+            if executors:
+                match |= Q(executor__in=executors)
+            digits = term.removeprefix("#")
+            if digits.isdigit() and int(digits) <= MAX_ID:
+                match |= Q(pk=int(digits))
+            queryset = queryset.filter(match)
+        return queryset, False
+
+    # -- read-only: jobs change only through actions ---------------------------------------
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def _has_custom_permission(self, request: HttpRequest, codename: str, obj: Any) -> bool:
+        opts = self.opts
+        return self.has_view_permission(request, obj) and request.user.has_perm(
+            f"{opts.app_label}.{codename}"
+        )
+
+    def has_rerun_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._has_custom_permission(request, "rerun_job", obj)
+
+    def has_cancel_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._has_custom_permission(request, "cancel_job", obj)
+
+    # -- columns -----------------------------------------------------------------------------
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, job: JobRecord) -> SafeString:
+        return badge(job.status)
+
+    @admin.display(description=_("attempt"))
+    def attempts(self, job: JobRecord) -> str:
+        return f"{job.attempt}/{job.max_attempts}"
+
+    @admin.display(description=_("tags"))
+    def tag_list(self, job: JobRecord) -> SafeString | str:
+        if not job.tags:
+            return "—"
+        return format_html_join(" ", '<code class="rx-tag">{}</code>', ((t,) for t in job.tags))
+
+    @admin.display(description=_("finished"), ordering="finished_at_value")
+    def finished(self, job: JobRecord) -> Any:
+        return getattr(job, "finished_at_value", None) or job.finished_at
+
+    @admin.display(description=_("last error"))
+    def last_error(self, job: JobRecord) -> str:
+        return getattr(job, "last_error_type", None) or "—"
+
+    @admin.display(description=_("data"))
+    def data_json(self, job: JobRecord) -> SafeString:
+        return pretty_json(job.data)
+
+    @admin.display(description=_("metadata"))
+    def metadata_json(self, job: JobRecord) -> SafeString:
+        return pretty_json(job.metadata)
+
+    # -- pages -----------------------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        own = [
+            path(
+                "dashboard/",
+                wrap(self.dashboard_view),
+                name=f"{self.opts.app_label}_dashboard",
+            ),
+            path("<path:object_id>/rerun/", wrap(self.rerun_view), name=f"{prefix}_rerun"),
+            path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{prefix}_cancel"),
+        ]
+        return own + super().get_urls()
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = {"rx_badge_css": badge_css(), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        job = self.get_object(request, object_id)
+        context: dict[str, Any] = {"rx_badge_css": badge_css(), **(extra_context or {})}
+        if job is not None:
+            context["rx_can_rerun"] = job.status in RERUNNABLE and self.has_rerun_permission(
+                request, job
+            )
+            context["rx_can_cancel"] = job.status in CANCELLABLE and self.has_cancel_permission(
+                request, job
+            )
+            context["rx_cancel_pending"] = job.cancel_requested_at is not None
+        return super().change_view(request, object_id, form_url, context)
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Jobs dashboard"),
+            "rx_badge_css": badge_css(),
+            **dashboard.collect(self.get_queryset(request).db),
+        }
+        partial = request.GET.get("partial") == "1"
+        template = (
+            "admin/django_rexecutor/dashboard_panels.html"
+            if partial
+            else "admin/django_rexecutor/dashboard.html"
+        )
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, template, context)
+
+    def _act(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        queryset = self.get_queryset(request)
+        job = get_object_or_404(queryset, pk=object_id)
+        allowed = (
+            self.has_rerun_permission(request, job)
+            if action == "rerun"
+            else self.has_cancel_permission(request, job)
+        )
+        if not allowed:
+            raise PermissionDenied
+        backend = admin_backend(queryset.db)
+        if action == "rerun":
+            result = backend.rerun_jobs([job.pk])
+        else:
+            result = backend.cancel_jobs([job.pk], cancel_reason(request))
+        report(request, result, action)
+        return HttpResponseRedirect(
+            reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                args=[job.pk],
+                current_app=self.admin_site.name,
+            )
+        )
+
+    def rerun_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_POST(self._act)(request, object_id, "rerun")
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return require_POST(self._act)(request, object_id, "cancel")
