@@ -1,0 +1,47 @@
+"""Our two backends pass the shipped conformance suite: the in-memory one, and the Django one on
+whichever database this run uses (SQLite, or PostgreSQL with ``DATABASE_URL``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from django_rexecutor import InMemoryBackend
+from django_rexecutor.backends.base import Backend
+from django_rexecutor.backends.orm import DjangoBackend
+from django_rexecutor.testing import BackendConformanceTests
+
+
+class TestInMemoryBackend(BackendConformanceTests):
+    # Its wait_for_jobs is woken by a condition variable on every enqueue.
+    enqueue_wakes_waiters = True
+
+    def make_backend(self) -> Backend:
+        return InMemoryBackend()
+
+
+# Committed rows, because the suite claims and subscribes from other threads (each with its own
+# connection). `available_apps` limits the flush between tests to our tables and skips
+# re-creating permissions, which is most of a transactional test's cost on PostgreSQL.
+@pytest.mark.django_db(transaction=True, available_apps=["django_rexecutor"])
+class TestDjangoBackend(BackendConformanceTests):
+    def make_backend(self) -> Backend:
+        return DjangoBackend()
+
+    @pytest.fixture(autouse=True, scope="class")
+    @classmethod
+    def _stop_listener(cls) -> Iterator[None]:
+        """On PostgreSQL the wake-up test starts the process-wide LISTEN connection; close it
+        afterwards, or the test database cannot be dropped at the end of the run."""
+        yield
+        from django_rexecutor.backends import notify
+
+        with notify._lock:
+            mine = [key for key in notify._notifiers if key[0] == os.getpid()]
+            notifiers = [notify._notifiers.pop(key) for key in mine]
+        for notifier in notifiers:
+            notifier.stop()
+            if notifier._thread is not None:
+                notifier._thread.join(timeout=5)
