@@ -11,12 +11,13 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from . import registry
 from .backends import resolve_backend
 from .backends.base import Backend
 from .backoff import DEFAULT_BACKOFF, BackoffStrategy
-from .builder import JobBuilder
+from .builder import JobBuilder, job_from_options
 from .exceptions import ConfigurationError
 from .job import Job, JobId
 from .outcomes import Outcome
@@ -117,7 +118,12 @@ class Executor:
         builder of this executor or a dict of builder options."""
         from . import signals
 
-        jobs = [cls._as_builder(item, index).build() for index, item in enumerate(items)]
+        now = timezone.now()
+        jobs = [
+            (isinstance(item, dict) and job_from_options(cls, item, now))
+            or cls._as_builder(item, index).build()
+            for index, item in enumerate(items)
+        ]
         target = resolve_backend(backend, using)
         ids = target.enqueue_many(jobs)
         if signals.job_enqueued.receivers:

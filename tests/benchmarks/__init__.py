@@ -1,0 +1,1 @@
+"""The PostgreSQL benchmark (``make bench``): not collected by pytest (no ``test_`` files)."""

@@ -1,0 +1,703 @@
+"""The django-rexecutor benchmark: real PostgreSQL, real worker processes, one table.
+
+Run it with ``make bench`` (or ``DATABASE_URL=postgres://... python tests/benchmarks/bench.py``).
+It works in its own database (``rexecutor_bench`` on the server of ``DATABASE_URL``, created and
+migrated here), never in the development one, and measures in one run:
+
+* enqueue one by one through the public API (``Executor.enqueue``, autocommit) and in bulk
+  (``Executor.enqueue_many``);
+* the drain of N pre-enqueued no-op jobs by one and by two ``rexecutor_worker --burst``
+  processes, timed from the first claim to the last completion as recorded in the job table;
+* pickup latency: from the moment an enqueue's commit returns to the moment the job's
+  ``execute`` starts, on an idle worker (both clocks are this host's ``time.time()``);
+* idle and busy worker RSS (``VmRSS`` from ``/proc``);
+* the plain-SQL ceiling on the same database and table: psycopg alone, one-by-one ``INSERT``,
+  ``COPY``, batched ``SKIP LOCKED`` claim + batched completion, LISTEN/NOTIFY pickup.
+
+The table goes to stdout, everything (with the machine and load) to ``artifacts/bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parents[2]
+for _path in (REPO / "testproject", REPO):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/rexecutor"
+SETTINGS = "tests.benchmarks.settings"
+PARTS = ("enqueue", "bulk", "drain", "drain2", "pickup", "ceiling")
+JOB_TABLES = "rexecutor_job_error, rexecutor_job, rexecutor_worker, rexecutor_bench_stamp"
+
+#: The targets of issue 6 (this machine class: 2 cores, PostgreSQL 15 on the same host).
+TARGETS: dict[str, tuple[str, float]] = {
+    "enqueue_one": (">=", 3_500),
+    "enqueue_bulk": (">=", 100_000),
+    "drain_1": (">=", 12_000),
+    "pickup_p50_ms": ("<=", 2.5),
+    "pickup_p95_ms": ("<=", 5.0),
+    "rss_idle_mb": ("<=", 70),
+}
+
+
+@dataclass
+class Options:
+    url: str
+    jobs: int
+    enqueue_jobs: int
+    concurrency: int
+    pickup_jobs: int
+    pickup_gap: float
+    rounds: int
+    parts: tuple[str, ...]
+    json_path: Path
+    keep_logs: bool
+    synchronous_commit: str
+    worker_args: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs per drain/bulk round")
+    parser.add_argument("--enqueue-jobs", type=int, default=5_000, help="jobs enqueued one by one")
+    parser.add_argument("--concurrency", type=int, default=10, help="worker --concurrency")
+    parser.add_argument("--pickup-jobs", type=int, default=200)
+    parser.add_argument("--pickup-gap-ms", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the throughput parts")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help=f"comma-separated parts of {','.join(PARTS)}"
+    )
+    parser.add_argument("--json", default=str(REPO / "artifacts" / "bench.json"))
+    parser.add_argument("--database", default="rexecutor_bench", help="database to work in")
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        help="extra argument for rexecutor_worker (repeatable)",
+    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep worker logs in artifacts/")
+    parser.add_argument(
+        "--synchronous-commit",
+        choices=["on", "off"],
+        default="off",
+        help="synchronous_commit of the benchmark database (default off: see docs/performance.md)",
+    )
+    args = parser.parse_args(argv)
+    parts = tuple(p.strip() for p in args.only.split(",") if p.strip())
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    base = urlsplit(os.environ.get("DATABASE_URL") or DEFAULT_URL)
+    if base.scheme not in {"postgres", "postgresql"}:
+        parser.error("the benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
+    return Options(
+        url=urlunsplit(base._replace(path="/" + args.database)),
+        jobs=args.jobs,
+        enqueue_jobs=args.enqueue_jobs,
+        concurrency=args.concurrency,
+        pickup_jobs=args.pickup_jobs,
+        pickup_gap=args.pickup_gap_ms / 1000,
+        rounds=max(1, args.rounds),
+        parts=parts,
+        json_path=Path(args.json),
+        keep_logs=args.keep_logs,
+        synchronous_commit=args.synchronous_commit,
+        worker_args=list(args.worker_arg),
+    )
+
+
+# -- set-up ---------------------------------------------------------------------------------
+
+
+def create_database(url: str, synchronous_commit: str) -> None:
+    """Create the benchmark database if it is missing and set its ``synchronous_commit`` (for
+    new connections to it only: no other database or server setting is touched)."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not found:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET synchronous_commit = {}").format(
+                sql.Identifier(name), sql.Literal(synchronous_commit)
+            )
+        )
+
+
+def setup_django(opts: Options) -> None:
+    os.environ["DATABASE_URL"] = opts.url
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+    sql_run(
+        "CREATE TABLE IF NOT EXISTS rexecutor_bench_stamp"
+        " (job_id bigint PRIMARY KEY, started double precision NOT NULL)"
+    )
+
+
+def sql_run(statement: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return list(cursor.fetchall()) if cursor.description else []
+
+
+def reset_tables() -> None:
+    """Start every part from empty tables with fresh statistics, as autovacuum would keep them."""
+    sql_run(f"TRUNCATE {JOB_TABLES}")
+    sql_run("VACUUM ANALYZE rexecutor_job")
+
+
+def child_env(opts: Options) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DATABASE_URL"] = opts.url
+    env["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def load_1min() -> float:
+    return os.getloadavg()[0]
+
+
+# -- worker processes -----------------------------------------------------------------------
+
+
+class WorkerProcess:
+    """One ``manage.py rexecutor_worker`` subprocess, its log file and its memory."""
+
+    def __init__(self, opts: Options, label: str, *args: str) -> None:
+        log_dir = REPO / "artifacts"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"bench-worker-{label}.log"
+        self._log = self.log_path.open("wb")
+        command = [
+            sys.executable,
+            str(REPO / "testproject" / "manage.py"),
+            "rexecutor_worker",
+            "--concurrency",
+            str(opts.concurrency),
+            "--no-cron",
+            "--no-pruner",
+            *args,
+            *opts.worker_args,
+        ]
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            command, env=child_env(opts), stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self.peak_rss_kb = 0
+        self._sampling = False
+
+    def rss_kb(self) -> int:
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return 0
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def sample_rss(self, interval: float = 0.02) -> threading.Thread:
+        """Track the peak RSS in the background until the process exits."""
+
+        def run() -> None:
+            while self.proc.poll() is None:
+                self.peak_rss_kb = max(self.peak_rss_kb, self.rss_kb())
+                time.sleep(interval)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def wait(self, timeout: float) -> float:
+        """Wait for exit; returns the wall time since start. Raises if the worker failed."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError(
+                f"worker did not finish in {timeout:.0f} s; see {self.log_path}"
+            ) from None
+        elapsed = time.time() - self.started
+        self._log.close()
+        if code != 0:
+            raise RuntimeError(f"worker exited with {code}; see {self.log_path}")
+        return elapsed
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.01)
+
+
+# -- measurements through the library -------------------------------------------------------
+
+
+def best_rate(rounds: int, run: Callable[[], tuple[int, float]]) -> dict[str, Any]:
+    """Run a throughput round ``rounds`` times; report each rate and their median."""
+    rates = []
+    for _ in range(rounds):
+        count, seconds = run()
+        rates.append(count / seconds)
+    return {"rates": [round(r) for r in rates], "median": round(statistics.median(rates))}
+
+
+def bench_enqueue_one(opts: Options) -> dict[str, Any]:
+    from tests.benchmarks.jobs import BenchNoop
+
+    def run() -> tuple[int, float]:
+        reset_tables()
+        for i in range(200):  # warm caches and the connection
+            BenchNoop.enqueue({"i": i})
+        started = time.perf_counter()
+        for i in range(opts.enqueue_jobs):
+            BenchNoop.enqueue({"i": i})
+        return opts.enqueue_jobs, time.perf_counter() - started
+
+    return best_rate(opts.rounds, run)
+
+
+def bench_enqueue_bulk(opts: Options) -> dict[str, Any]:
+    from tests.benchmarks.jobs import BenchNoop
+
+    def run() -> tuple[int, float]:
+        reset_tables()
+        items = [{"data": {"i": i}} for i in range(opts.jobs)]
+        started = time.perf_counter()
+        ids = BenchNoop.enqueue_many(items)
+        elapsed = time.perf_counter() - started
+        assert len(ids) == opts.jobs and ids == sorted(ids), "ids must come back in order"
+        return opts.jobs, elapsed
+
+    return best_rate(opts.rounds, run)
+
+
+def prefill(count: int, executor: str = "bench_noop") -> None:
+    """Insert ``count`` ready jobs with COPY (fast, and independent of the code under test)."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    raw = connection.connection
+    with raw.cursor() as cursor:
+        copy_rows(cursor, count, executor)
+    if not raw.autocommit:
+        raw.commit()
+    sql_run("ANALYZE rexecutor_job")
+
+
+def bench_drain(opts: Options, processes: int, sample_rss: bool) -> dict[str, Any]:
+    rounds: list[dict[str, Any]] = []
+    peak_rss = 0
+    for round_no in range(opts.rounds):
+        reset_tables()
+        prefill(opts.jobs)
+        workers = [
+            WorkerProcess(opts, f"drain{processes}-{round_no}-{n}", "--burst")
+            for n in range(processes)
+        ]
+        samplers = [w.sample_rss() for w in workers] if sample_rss else []
+        walls = [w.wait(timeout=max(120, opts.jobs / 500)) for w in workers]
+        for thread in samplers:
+            thread.join()
+        peak_rss = max([peak_rss, *(w.peak_rss_kb for w in workers)])
+        (done, first, last), *_ = sql_run(
+            "SELECT count(*) FILTER (WHERE status = 'complete'),"
+            " extract(epoch FROM min(attempted_at)), extract(epoch FROM max(completed_at))"
+            " FROM rexecutor_job"
+        )
+        if done != opts.jobs:
+            raise RuntimeError(f"drain left {opts.jobs - done} of {opts.jobs} jobs unfinished")
+        span = float(last) - float(first)
+        rounds.append(
+            {
+                "jobs_per_s": round(done / span),
+                "claim_to_last_completion_s": round(span, 3),
+                "process_wall_s": round(max(walls), 3),
+            }
+        )
+    rates = [r["jobs_per_s"] for r in rounds]
+    out: dict[str, Any] = {"rounds": rounds, "median": round(statistics.median(rates))}
+    if sample_rss:
+        out["peak_rss_mb"] = round(peak_rss / 1024, 1)
+    return out
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "p50_ms": round(statistics.median(values) * 1000, 2),
+        "p95_ms": round(cuts[94] * 1000, 2),
+        "max_ms": round(max(values) * 1000, 2),
+    }
+
+
+def bench_pickup(opts: Options) -> dict[str, Any]:
+    """Latency on an idle worker, plus its idle RSS (read after it settled)."""
+    from tests.benchmarks.jobs import BenchStamp
+
+    reset_tables()
+    worker = WorkerProcess(opts, "pickup")
+    try:
+        wait_until(
+            lambda: (
+                bool(sql_run("SELECT 1 FROM rexecutor_worker")) or worker.proc.poll() is not None
+            ),
+            60,
+            "the worker's first heartbeat",
+        )
+        time.sleep(2.0)  # let it reach its idle wait (LISTEN) and settle its memory
+        idle_rss = worker.rss_kb()
+        for i in range(20):  # warm-up jobs, not measured
+            BenchStamp.enqueue({"i": i})
+            time.sleep(opts.pickup_gap)
+        wait_until(lambda: stamped() >= 20, 30, "warm-up jobs")
+        sql_run("TRUNCATE rexecutor_bench_stamp")
+        committed: dict[int, float] = {}
+        for i in range(opts.pickup_jobs):
+            job_id = BenchStamp.enqueue({"i": i})
+            committed[int(job_id)] = time.time()
+            time.sleep(opts.pickup_gap)
+        wait_until(lambda: stamped() >= opts.pickup_jobs, 60, "all pickup jobs to start")
+        started = dict(sql_run("SELECT job_id, started FROM rexecutor_bench_stamp"))
+        latencies = [started[job_id] - at for job_id, at in committed.items()]
+        busy_idle_rss = worker.rss_kb()
+    finally:
+        worker.stop()
+    return {
+        **percentiles(latencies),
+        "jobs": len(latencies),
+        "idle_rss_mb": round(idle_rss / 1024, 1),
+        "rss_after_pickup_mb": round(busy_idle_rss / 1024, 1),
+    }
+
+
+def stamped() -> int:
+    return int(sql_run("SELECT count(*) FROM rexecutor_bench_stamp")[0][0])
+
+
+# -- the plain-SQL ceiling ------------------------------------------------------------------
+
+INSERT_COLUMNS = (
+    "executor, status, data, metadata, attempt, max_attempts, priority, tags, inserted_at,"
+    " scheduled_at"
+)
+
+
+def copy_rows(cursor: Any, count: int, executor: str) -> None:
+    now = datetime.now(UTC)
+    with cursor.copy(f"COPY rexecutor_job ({INSERT_COLUMNS}) FROM STDIN") as copy:
+        for i in range(count):
+            copy.write_row((executor, "scheduled", f'{{"i": {i}}}', None, 0, 5, 0, "[]", now, now))
+
+
+@contextmanager
+def raw_connection(url: str, autocommit: bool = True) -> Iterator[Any]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=autocommit) as conn:
+        yield conn
+
+
+def ceiling_insert_one(opts: Options) -> dict[str, Any]:
+    statement = (
+        f"INSERT INTO rexecutor_job ({INSERT_COLUMNS})"
+        " VALUES ('bench_noop', 'scheduled', %s::jsonb, NULL, 0, 5, 0, '[]', now(), now())"
+        " RETURNING id"
+    )
+
+    def run() -> tuple[int, float]:
+        reset_tables()
+        with raw_connection(opts.url) as conn:
+            for i in range(200):
+                conn.execute(statement, [f'{{"i": {i}}}']).fetchone()
+            started = time.perf_counter()
+            for i in range(opts.enqueue_jobs):
+                conn.execute(statement, [f'{{"i": {i}}}']).fetchone()
+            return opts.enqueue_jobs, time.perf_counter() - started
+
+    return best_rate(opts.rounds, run)
+
+
+def ceiling_copy(opts: Options) -> dict[str, Any]:
+    def run() -> tuple[int, float]:
+        reset_tables()
+        with raw_connection(opts.url, autocommit=False) as conn:
+            started = time.perf_counter()
+            with conn.cursor() as cursor:
+                copy_rows(cursor, opts.jobs, "bench_noop")
+            conn.commit()
+            return opts.jobs, time.perf_counter() - started
+
+    return best_rate(opts.rounds, run)
+
+
+CLAIM_SQL = """
+UPDATE rexecutor_job SET status = 'executing', attempt = attempt + 1, attempted_at = now(),
+       claimed_by = 'ceiling'
+ WHERE id IN (SELECT id FROM rexecutor_job
+               WHERE status IN ('retryable', 'scheduled') AND executor = 'bench_noop'
+                 AND scheduled_at <= now()
+               ORDER BY priority, scheduled_at, id
+               LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING id, attempt
+"""
+COMPLETE_SQL = """
+UPDATE rexecutor_job SET status = 'complete', completed_at = now()
+ WHERE id = ANY(%s) AND status = 'executing' AND claimed_by = 'ceiling'
+   AND cancel_requested_at IS NULL
+"""
+
+
+def ceiling_drain(opts: Options) -> dict[str, Any]:
+    """One connection: claim ``concurrency`` jobs, complete them in one statement, repeat."""
+
+    def run() -> tuple[int, float]:
+        reset_tables()
+        prefill(opts.jobs)
+        done = 0
+        with raw_connection(opts.url) as conn:
+            started = time.perf_counter()
+            while True:
+                rows = conn.execute(CLAIM_SQL, [opts.concurrency]).fetchall()
+                if not rows:
+                    break
+                done += conn.execute(COMPLETE_SQL, [[r[0] for r in rows]]).rowcount
+            elapsed = time.perf_counter() - started
+        if done != opts.jobs:
+            raise RuntimeError(f"ceiling drain completed {done} of {opts.jobs}")
+        return done, elapsed
+
+    return best_rate(opts.rounds, run)
+
+
+def ceiling_pickup(opts: Options) -> dict[str, Any]:
+    """A LISTEN connection woken by the insert trigger's NOTIFY claims the job at once."""
+    reset_tables()
+    committed: dict[int, float] = {}
+    claimed: dict[int, float] = {}
+    ready = threading.Event()
+
+    def listen() -> None:
+        with raw_connection(opts.url) as listener, raw_connection(opts.url) as claimer:
+            listener.execute("LISTEN rexecutor_jobs_v1")
+            ready.set()
+            for _ in listener.notifies(timeout=30):
+                for job_id, _attempt in claimer.execute(CLAIM_SQL, [opts.concurrency]):
+                    claimed[job_id] = time.time()
+                if len(claimed) >= opts.pickup_jobs:
+                    return
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    ready.wait(10)
+    statement = (
+        f"INSERT INTO rexecutor_job ({INSERT_COLUMNS})"
+        " VALUES ('bench_noop', 'scheduled', NULL, NULL, 0, 5, 0, '[]', now(), now())"
+        " RETURNING id"
+    )
+    with raw_connection(opts.url) as conn:
+        for _ in range(opts.pickup_jobs):
+            (job_id,) = conn.execute(statement).fetchone()
+            committed[job_id] = time.time()
+            time.sleep(opts.pickup_gap)
+    thread.join(30)
+    latencies = [claimed[j] - at for j, at in committed.items() if j in claimed]
+    if len(latencies) != opts.pickup_jobs:
+        raise RuntimeError(f"ceiling pickup saw {len(latencies)} of {opts.pickup_jobs} jobs")
+    return percentiles(latencies)
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import django
+    import psycopg
+
+    cpu = "unknown"
+    with suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with suppress(OSError, ValueError, IndexError):
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    server = sql_run("SHOW server_version")[0][0]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "psycopg": psycopg.__version__,
+        "postgresql": server,
+        "synchronous_commit": sql_run("SHOW synchronous_commit")[0][0],
+    }
+
+
+def rows_for_table(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    def get(*path: str) -> Any:
+        node: Any = results
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    def fmt(value: Any, unit: str = "") -> str:
+        if value is None:
+            return "—"
+        if isinstance(value, float) and value < 100:
+            return f"{value:.2f}{unit}"
+        return f"{value:,.0f}{unit}"
+
+    def verdict(key: str, value: Any) -> str:
+        if key not in TARGETS or value is None:
+            return ""
+        op, bound = TARGETS[key]
+        ok = value >= bound if op == ">=" else value <= bound
+        return f"{op} {bound:,g} {'ok' if ok else 'MISSED'}"
+
+    one = get("rexecutor", "enqueue_one", "median")
+    bulk = get("rexecutor", "enqueue_bulk", "median")
+    drain1 = get("rexecutor", "drain_1", "median")
+    drain2 = get("rexecutor", "drain_2", "median")
+    p50 = get("rexecutor", "pickup", "p50_ms")
+    p95 = get("rexecutor", "pickup", "p95_ms")
+    idle = get("rexecutor", "pickup", "idle_rss_mb")
+    busy = get("rexecutor", "drain_1", "peak_rss_mb")
+    return [
+        ("enqueue one by one, jobs/s", fmt(one), fmt(get("ceiling", "insert_one", "median")),
+         "psycopg INSERT … RETURNING, autocommit", verdict("enqueue_one", one)),
+        ("bulk enqueue, jobs/s", fmt(bulk), fmt(get("ceiling", "copy", "median")),
+         "psycopg COPY", verdict("enqueue_bulk", bulk)),
+        ("drain, 1 worker process, jobs/s", fmt(drain1), fmt(get("ceiling", "drain", "median")),
+         "one connection, batched SKIP LOCKED claim + batched completion",
+         verdict("drain_1", drain1)),
+        ("drain, 2 worker processes, jobs/s", fmt(drain2), "", "", ""),
+        ("pickup p50, ms", fmt(p50), fmt(get("ceiling", "pickup", "p50_ms")),
+         "LISTEN → claim", verdict("pickup_p50_ms", p50)),
+        ("pickup p95, ms", fmt(p95), fmt(get("ceiling", "pickup", "p95_ms")), "",
+         verdict("pickup_p95_ms", p95)),
+        ("idle worker RSS, MB", fmt(idle), "", "", verdict("rss_idle_mb", idle)),
+        ("busy worker RSS (peak), MB", fmt(busy), "", "", ""),
+    ]  # fmt: skip
+
+
+def print_table(results: dict[str, Any]) -> None:
+    header = ("measure", "django-rexecutor", "plain SQL", "plain SQL is", "target")
+    rows = [header, *rows_for_table(results)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    create_database(opts.url, opts.synchronous_commit)
+    setup_django(opts)
+    results: dict[str, Any] = {
+        "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "options": {
+            "jobs": opts.jobs,
+            "enqueue_jobs": opts.enqueue_jobs,
+            "concurrency": opts.concurrency,
+            "pickup_jobs": opts.pickup_jobs,
+            "pickup_gap_ms": opts.pickup_gap * 1000,
+            "rounds": opts.rounds,
+            "parts": list(opts.parts),
+            "worker_args": opts.worker_args,
+        },
+        "load_1min_before": load_1min(),
+        "rexecutor": {},
+        "ceiling": {},
+    }
+    ours, ceiling = results["rexecutor"], results["ceiling"]
+    steps: list[tuple[str, dict[str, Any], str, Callable[[], dict[str, Any]]]] = [
+        ("ceiling", ceiling, "insert_one", lambda: ceiling_insert_one(opts)),
+        ("ceiling", ceiling, "copy", lambda: ceiling_copy(opts)),
+        ("ceiling", ceiling, "drain", lambda: ceiling_drain(opts)),
+        ("ceiling", ceiling, "pickup", lambda: ceiling_pickup(opts)),
+        ("enqueue", ours, "enqueue_one", lambda: bench_enqueue_one(opts)),
+        ("bulk", ours, "enqueue_bulk", lambda: bench_enqueue_bulk(opts)),
+        ("drain", ours, "drain_1", lambda: bench_drain(opts, 1, sample_rss=True)),
+        ("drain2", ours, "drain_2", lambda: bench_drain(opts, 2, sample_rss=False)),
+        ("pickup", ours, "pickup", lambda: bench_pickup(opts)),
+    ]
+    for part, target, key, step in steps:
+        if part not in opts.parts:
+            continue
+        sys.stderr.write(f"bench: {part}/{key} (load {load_1min():.2f}) ...\n")
+        started = time.perf_counter()
+        target[key] = step()
+        sys.stderr.write(
+            f"bench: {part}/{key} {target[key]} in {time.perf_counter() - started:.1f} s\n"
+        )
+    reset_tables()
+    results["load_1min_after"] = load_1min()
+    opts.json_path.parent.mkdir(parents=True, exist_ok=True)
+    opts.json_path.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    m = results["machine"]
+    sys.stdout.write(
+        f"\n{m['cpu']} ({m['cores']} cores), PostgreSQL {m['postgresql']}, Python {m['python']},"
+        f" Django {m['django']}; load {results['load_1min_before']:.2f} → "
+        f"{results['load_1min_after']:.2f}; JSON: {opts.json_path}\n"
+    )
+    if not opts.keep_logs:
+        for log in (REPO / "artifacts").glob("bench-worker-*.log"):
+            log.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
