@@ -12,13 +12,21 @@ if TYPE_CHECKING:
     from ..backends import use_backend
     from .assertions import assert_enqueued, refute_enqueued
     from .conformance import BackendConformanceTests
+    from .drain import drain_jobs
 
-__all__ = ["BackendConformanceTests", "assert_enqueued", "refute_enqueued", "use_backend"]
+__all__ = [
+    "BackendConformanceTests",
+    "assert_enqueued",
+    "drain_jobs",
+    "refute_enqueued",
+    "use_backend",
+]
 
 _LOCATIONS = {
     "assert_enqueued": ".assertions",
     "refute_enqueued": ".assertions",
     "BackendConformanceTests": ".conformance",
+    "drain_jobs": ".drain",
     "use_backend": "..backends",
 }
 
