@@ -17,7 +17,7 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from django_rexecutor.backends.base import PruneRule
+from django_rexecutor.backends.base import Claim, PruneRule
 from django_rexecutor.backends.memory import InMemoryBackend
 from django_rexecutor.backends.orm import DjangoBackend
 from django_rexecutor.exceptions import ConfigurationError
@@ -175,7 +175,6 @@ def test_deletes_in_batches_of_batch_size() -> None:
     assert remaining() == {keep}
 
 
-@pytest.mark.django_db
 def test_in_memory_backend() -> None:
     backend = InMemoryBackend()
     with override_settings(
@@ -183,8 +182,6 @@ def test_in_memory_backend() -> None:
     ):
         plugin = Pruner.from_settings(backend)
     assert plugin is not None
-    from django_rexecutor.backends.base import Claim
-
     for _ in range(3):
         cron_jobs.CronTick.enqueue(backend=backend)
     for job in backend.claim_jobs("w", {A: 3}, 3):

@@ -21,6 +21,7 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from ..backends.base import Backend, PruneRule, PruneSpec
+from ..job import Job
 from ..status import TERMINAL_STATUSES, JobStatus
 from .base import Plugin
 from .schedule import (
@@ -372,9 +373,9 @@ def count_prunable(backend: Backend, rule: PruneRule) -> int:
         cutoff = now - rule.max_age
         terminal = rule.status in TERMINAL_STATUSES
 
-        def aged_at(job: Any) -> datetime:
+        def aged_at(job: Job) -> datetime:
             finished = job.finished_at if terminal else None
-            return finished or job.scheduled_at  # type: ignore[no-any-return]
+            return finished or job.scheduled_at
 
         return sum(1 for j in jobs if aged_at(j) < cutoff)
     return max(0, len(jobs) - (rule.max_length or 0))
