@@ -273,12 +273,12 @@ class CronScheduler(Plugin):
                     MISFIRE_GRACE,
                 )
                 tick = entry.schedule.next_after(now - MISFIRE_GRACE, inclusive=True)
+            self._next[entry.name] = tick
             while tick <= now:
                 self.fire(entry, tick)
                 # Advance only after the tick is written, so a database error retries it.
                 tick = entry.schedule.next_after(tick)
                 self._next[entry.name] = tick
-            self._next[entry.name] = tick
         self._cleanup(now)
         return min(self._next.values(), default=now + CLEANUP_EVERY)
 
