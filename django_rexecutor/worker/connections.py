@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connections
 
 from ..backends.base import Backend
 from ..exceptions import BackendError
@@ -14,15 +14,18 @@ logger = logging.getLogger("django_rexecutor.worker")
 try:
     import psycopg
 
-    _PSYCOPG_ERRORS: tuple[type[Exception], ...] = (psycopg.Error,)
+    _PSYCOPG_ERRORS: tuple[type[Exception], ...] = (
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+    )
 except ImportError:  # pragma: no cover - psycopg is a dependency, but SQLite needs none
     _PSYCOPG_ERRORS = ()
 
-#: Raised when the database is unreachable, restarts or kills our connection.
+#: Raised when the database is unreachable, restarts, kills our connection or is locked; the
+#: worker retries these. Anything else (a missing table, a bug) is not retried.
 DB_ERRORS: tuple[type[Exception], ...] = (
     OperationalError,
     InterfaceError,
-    DatabaseError,
     BackendError,
     *_PSYCOPG_ERRORS,
 )

@@ -30,8 +30,11 @@ from ..conf import rexecutor_settings
 from ..exceptions import ConfigurationError
 from ..executor import Executor
 from ..job import Job
+from ..query import IdIn
+from ..status import JobStatus
 from .connections import DB_ERRORS, drop_connection
 from .execution import (
+    CANCELLED,
     COMPLETE,
     DONE_RESULT,
     INTERRUPTED_RESULT,
@@ -293,7 +296,7 @@ class Worker:
             try:
                 return operation()
             except DB_ERRORS as exc:
-                if self._signals:
+                if self._signals or "no such table" in str(exc):
                     raise
                 logger.warning("Database unavailable (%s); retrying in %.1fs", exc, delay)
                 drop_connection(self.backend)
@@ -544,16 +547,35 @@ class Worker:
             (a, r) for a, r in self._to_write if r is DONE_RESULT and not a.job.cancel_requested
         ]
         if done:
-            self.backend.complete_jobs([Claim.of(a.job) for a, _ in done])
+            written = self.backend.complete_jobs([Claim.of(a.job) for a, _ in done])
+            outcomes = [COMPLETE] * len(done)
+            if written != len(done):
+                outcomes = self._settled_outcomes([a for a, _ in done])
             finished = {id(a) for a, _ in done}
             self._to_write = deque((a, r) for a, r in self._to_write if id(a) not in finished)
-            for attempt, result in done:
-                self._report(attempt, COMPLETE, result)
+            for (attempt, result), outcome in zip(done, outcomes, strict=True):
+                self._report(attempt, outcome, result)
         while self._to_write:
             attempt, result = self._to_write[0]
             outcome = write_result(self.backend, attempt.instance, attempt.job, result)
             self._to_write.popleft()
             self._report(attempt, outcome, result)
+
+    def _settled_outcomes(self, attempts: list[_Attempt]) -> list[str]:
+        """After a partly refused batch of completions, find out what each job became: complete
+        (by us), cancelled (a cancel request won) or stale (no longer ours)."""
+        jobs = {j.id: j for j in self.backend.query(IdIn(tuple(a.job.id for a in attempts)))}
+        outcomes = []
+        for attempt in attempts:
+            job = jobs.get(attempt.job.id)
+            ours = job is not None and job.attempt == attempt.job.attempt
+            if ours and job is not None and job.status == JobStatus.COMPLETE:
+                outcomes.append(COMPLETE)
+            elif ours and job is not None and job.status == JobStatus.CANCELLED:
+                outcomes.append(CANCELLED)
+            else:
+                outcomes.append(STALE)
+        return outcomes
 
     def _report(self, attempt: _Attempt, outcome: str, result: AttemptResult) -> None:
         duration = time.monotonic() - attempt.started

@@ -1,0 +1,18 @@
+"""Settings of worker subprocesses started by the worker tests: the test project's settings,
+with ``REXECUTOR`` keys overridden from the JSON object in ``REXECUTOR_TEST_OVERRIDES`` (e.g.
+a short heartbeat and rescue threshold for the kill -9 test), and ``CONN_MAX_AGE`` of the default
+database from ``REXECUTOR_TEST_CONN_MAX_AGE`` (``none`` for persistent connections)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from testproject.settings import *  # noqa: F403
+from testproject.settings import DATABASES, REXECUTOR
+
+REXECUTOR = {**REXECUTOR, **json.loads(os.environ.get("REXECUTOR_TEST_OVERRIDES") or "{}")}
+
+_conn_max_age = os.environ.get("REXECUTOR_TEST_CONN_MAX_AGE")
+if _conn_max_age:
+    DATABASES["default"]["CONN_MAX_AGE"] = None if _conn_max_age == "none" else int(_conn_max_age)

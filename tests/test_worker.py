@@ -1,0 +1,171 @@
+"""The worker in real subprocesses: outcomes, ordering, scheduling, limits, options, logs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from demo.jobs import Limited, Outcomes, RecordEffect, SlowAsync, SlowSync
+from demo.models import SideEffect
+from django_rexecutor import JobStatus
+from django_rexecutor.models import JobRecord, WorkerRecord
+from tests.worker_support import WorkerProcess, run_burst, status_of, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def errors_of(job_id: int) -> list[tuple[int, str]]:
+    record = JobRecord.objects.get(pk=job_id)
+    return [(e.attempt, e.error_type) for e in record.error_records.order_by("id")]
+
+
+def test_every_outcome_is_recorded(manage_py, subprocess_env) -> None:
+    ids = {
+        outcome: Outcomes.enqueue({"outcome": outcome})
+        for outcome in ("done", "cancel", "typed", "panic", "bad_return")
+    }
+    last = Outcomes.enqueue({"outcome": "typed"}, max_attempts=1)
+    output = run_burst(manage_py, subprocess_env, "--executor", Outcomes.name)
+
+    done = JobRecord.objects.get(pk=ids["done"])
+    assert (done.status, done.attempt, done.claimed_by) == ("complete", 1, done.claimed_by)
+    assert done.completed_at is not None and done.claimed_by
+    assert errors_of(ids["done"]) == []
+
+    cancelled = JobRecord.objects.get(pk=ids["cancel"])
+    assert cancelled.status == JobStatus.CANCELLED and cancelled.cancelled_at is not None
+    assert errors_of(ids["cancel"]) == [(1, "cancelled")]
+    assert cancelled.error_records.get().message == "not needed"
+
+    # Failures before the last attempt are retried after the executor's backoff (60 s).
+    for outcome, error_type in (("typed", "payment_declined"), ("panic", "panic")):
+        record = JobRecord.objects.get(pk=ids[outcome])
+        assert record.status == JobStatus.RETRYABLE
+        assert record.scheduled_at > timezone.now() + timedelta(seconds=50)
+        assert errors_of(record.pk) == [(1, error_type)]
+    panic = JobRecord.objects.get(pk=ids["panic"]).error_records.get()
+    assert panic.message == "ValueError: boom"
+    assert "Traceback" in panic.traceback and "raise ValueError" in panic.traceback
+    bad = JobRecord.objects.get(pk=ids["bad_return"]).error_records.get()
+    assert (bad.error_type, "returned 42" in bad.message) == ("panic", True)
+
+    discarded = JobRecord.objects.get(pk=last)
+    assert discarded.status == JobStatus.DISCARDED and discarded.discarded_at is not None
+    assert errors_of(last) == [(1, "payment_declined")]
+
+    # One line per outcome, with id, executor, attempt, outcome and duration.
+    assert f"job {ids['done']} test.outcomes attempt 1/2 complete in " in output
+    assert f"job {last} test.outcomes attempt 1/1 discarded in " in output
+    assert "6 attempt(s)" in output
+    assert not JobRecord.objects.filter(status=JobStatus.EXECUTING).exists()
+    assert not WorkerRecord.objects.exists()
+
+
+def test_snooze_gives_the_attempt_back(manage_py, subprocess_env) -> None:
+    job_id = Outcomes.enqueue({"outcome": "snooze"})
+    worker = WorkerProcess(manage_py, subprocess_env, "--executor", Outcomes.name)
+    try:
+        wait_until(lambda: status_of(job_id) == JobStatus.COMPLETE, 15, worker)
+    finally:
+        assert worker.stop() == 0
+    record = JobRecord.objects.get(pk=job_id)
+    # Snoozed once (recorded by the job), then completed on the same attempt number.
+    assert SideEffect.objects.filter(job_id=job_id, label="snoozed").count() == 1
+    assert record.attempt == 1 and errors_of(job_id) == []
+    assert f"job {job_id} test.outcomes attempt 1/2 snoozed in " in worker.output
+
+
+def test_timeouts_sync_and_async(manage_py, subprocess_env) -> None:
+    looping = SlowSync.enqueue({"seconds": 20, "timeout": 0.5})
+    blocking = SlowSync.enqueue({"seconds": 3, "timeout": 0.5, "blocking": True})
+    awaiting = SlowAsync.enqueue({"seconds": 20, "timeout": 0.5})
+    after = RecordEffect.enqueue({"label": "after"}, priority=5)
+    run_burst(manage_py, subprocess_env, "--concurrency", "3", timeout=30)
+    for job_id in (looping, blocking, awaiting):
+        record = JobRecord.objects.get(pk=job_id)
+        assert record.status == JobStatus.RETRYABLE, record
+        error = record.error_records.get()
+        assert (error.attempt, error.error_type) == (1, "timeout")
+        assert "0.5s" in error.message
+        # Recorded at the deadline, even for the job blocked in time.sleep(3).
+        assert error.recorded_at - record.attempted_at < timedelta(seconds=1.5)
+    # The interruptible sync job stopped; the worker stayed healthy and ran the next job.
+    assert not SideEffect.objects.filter(job_id=looping, label="finished").exists()
+    assert status_of(after) == JobStatus.COMPLETE
+
+
+def test_priority_then_schedule_then_id(manage_py, subprocess_env) -> None:
+    now = timezone.now()
+    order = [
+        RecordEffect.enqueue({"label": "p3"}, priority=3),
+        RecordEffect.enqueue({"label": "p0-later"}, priority=0, schedule_at=now),
+        RecordEffect.enqueue({"label": "p0-earlier"}, priority=0, schedule_at=now - timedelta(1)),
+        RecordEffect.enqueue({"label": "p1-a"}, priority=1, schedule_at=now),
+        RecordEffect.enqueue({"label": "p1-b"}, priority=1, schedule_at=now),
+    ]
+    run_burst(manage_py, subprocess_env, "--concurrency", "1")
+    labels = list(SideEffect.objects.order_by("id").values_list("label", flat=True))
+    assert labels == ["p0-earlier", "p0-later", "p1-a", "p1-b", "p3"]
+    assert JobRecord.objects.filter(pk__in=order, status=JobStatus.COMPLETE).count() == 5
+
+
+def test_future_jobs_wait_for_their_time(manage_py, subprocess_env) -> None:
+    far = RecordEffect.enqueue({"label": "far"}, schedule_in=timedelta(hours=1))
+    # A burst run leaves future jobs alone.
+    run_burst(manage_py, subprocess_env)
+    assert status_of(far) == JobStatus.SCHEDULED
+
+    worker = WorkerProcess(manage_py, subprocess_env)
+    try:
+        worker.wait_for_output("started")
+        due_at = timezone.now() + timedelta(seconds=1.5)
+        future = RecordEffect.enqueue({"label": "future"}, schedule_at=due_at)
+        wait_until(lambda: status_of(future) == JobStatus.COMPLETE, 10, worker)
+    finally:
+        assert worker.stop() == 0
+    effect = SideEffect.objects.get(job_id=future)
+    assert effect.created_at >= due_at
+    # The worker woke when the job was due rather than a whole poll interval later.
+    assert effect.created_at - due_at < timedelta(seconds=0.9)
+    assert status_of(far) == JobStatus.SCHEDULED
+
+
+def test_max_concurrency_per_executor(manage_py, subprocess_env) -> None:
+    ids = Limited.enqueue_many([{} for _ in range(6)])
+    run_burst(manage_py, subprocess_env, "--concurrency", "8", "--executor", Limited.name)
+    spans = []
+    for job_id in ids:
+        start = SideEffect.objects.get(job_id=job_id, label="start").created_at
+        end = SideEffect.objects.get(job_id=job_id, label="end").created_at
+        spans.append((start, end))
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 2
+
+
+def test_executor_selection(manage_py, subprocess_env) -> None:
+    chosen = RecordEffect.enqueue({"label": "mine"})
+    other = Outcomes.enqueue({"outcome": "done"})
+    output = run_burst(manage_py, subprocess_env, "--executor", RecordEffect.name)
+    assert status_of(chosen) == JobStatus.COMPLETE
+    assert status_of(other) == JobStatus.SCHEDULED
+    assert "executors:   test.record\n" in output
+    run_burst(
+        manage_py, subprocess_env, "--exclude", RecordEffect.name, "--exclude", "test.limited"
+    )
+    assert status_of(other) == JobStatus.COMPLETE
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"executor": ["no.such"]}, "Unknown executor name(s): 'no.such'"),
+        ({"exclude": ["missing"]}, "Unknown executor name(s): 'missing'"),
+        ({"concurrency": 0}, "concurrency must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_command_errors(options, message) -> None:
+    with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call_command("rexecutor_worker", burst=True, **options)
