@@ -68,6 +68,8 @@ class Job:
     discarded_at: datetime | None = None
     claimed_by: str | None = None
     cancel_requested_at: datetime | None = None
+    #: What the completed attempt returned (``Done(result=...)``), as stored JSON.
+    result: Any = None
     _cancel_event: threading.Event | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -92,7 +94,7 @@ class Job:
             self.id, self.status, self.executor, self.data, self.metadata, self.attempt,
             self.max_attempts, self.priority, self.tags, self.errors, self.inserted_at,
             self.scheduled_at, self.attempted_at, self.completed_at, self.cancelled_at,
-            self.discarded_at, self.claimed_by, self.cancel_requested_at,
+            self.discarded_at, self.claimed_by, self.cancel_requested_at, self.result,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:

@@ -429,3 +429,35 @@ def test_loading_refuses_modules_outside_apps() -> None:
     with pytest.raises(TaskNotAllowed, match="installed app"):
         resolve_task("some_unlisted_module.task", "default")
     assert "some_unlisted_module" not in sys.modules
+
+
+# -- the engine stores what a job returned --------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "django"])
+def engine(request):
+    from django_rexecutor import DjangoBackend, InMemoryBackend
+
+    if request.param == "django":
+        request.getfixturevalue("db")
+        return DjangoBackend()
+    return InMemoryBackend()
+
+
+def test_complete_stores_the_result_and_rerun_clears_it(engine) -> None:
+    from django_rexecutor.backends.base import Claim, EnqueuableJob
+
+    now = timezone.now()
+    job_id = engine.enqueue(EnqueuableJob("django_tasks.default", None, None, 3, now))
+    job = engine.claim_jobs("w", {"django_tasks.default": 1}, 1)[0]
+    value = {"total": 3, "items": [1, "two", None]}
+    assert engine.mark_job_complete(job_id, claim=Claim.of(job), result=value)
+    assert engine.get_job(job_id).result == value
+    assert engine.rerun_job(job_id).result is None
+    job = engine.claim_jobs("w", {"django_tasks.default": 1}, 1)[0]
+    engine.cancel_job(job_id, "stop")
+    # A cancel requested meanwhile wins over the late result, which is not stored.
+    assert engine.mark_job_complete(job_id, claim=Claim.of(job), result="late")
+    stored = engine.get_job(job_id)
+    assert stored.status == JobStatus.CANCELLED
+    assert stored.result is None

@@ -214,8 +214,11 @@ class Backend(ABC):
 
     # -- results, written by the worker (fenced) --------------------------------------------
     @abstractmethod
-    def mark_job_complete(self, job_id: int, *, claim: Claim | None = None) -> bool:
-        """executing → complete."""
+    def mark_job_complete(
+        self, job_id: int, *, claim: Claim | None = None, result: Any = None
+    ) -> bool:
+        """executing → complete, storing ``result`` (JSON-native, e.g. a task's return
+        value) in the same fenced write."""
 
     @abstractmethod
     def mark_job_retryable(

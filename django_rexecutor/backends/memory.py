@@ -12,6 +12,7 @@ import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
@@ -187,6 +188,7 @@ class InMemoryBackend(Backend):
         status: JobStatus,
         error: ErrorDetails | None,
         scheduled_at: datetime | None = None,
+        result: Any = None,
     ) -> bool:
         with self._lock:
             job = self._write_result(job_id, claim)
@@ -199,6 +201,7 @@ class InMemoryBackend(Backend):
             job.status = status
             if status == JobStatus.COMPLETE:
                 job.completed_at = now
+                job.result = copy.deepcopy(result)
             elif status == JobStatus.CANCELLED:
                 job.cancelled_at = now
             elif status == JobStatus.DISCARDED:
@@ -212,8 +215,10 @@ class InMemoryBackend(Backend):
             self._notify()
             return True
 
-    def mark_job_complete(self, job_id: int, *, claim: Claim | None = None) -> bool:
-        return self._settle(job_id, claim, JobStatus.COMPLETE, None)
+    def mark_job_complete(
+        self, job_id: int, *, claim: Claim | None = None, result: Any = None
+    ) -> bool:
+        return self._settle(job_id, claim, JobStatus.COMPLETE, None, result=result)
 
     def mark_job_retryable(
         self,
@@ -286,6 +291,7 @@ class InMemoryBackend(Backend):
             job.scheduled_at = timezone.now()
             job.completed_at = job.cancelled_at = job.discarded_at = None
             job.cancel_requested_at = None
+            job.result = None
             self._notify()
             return self._copy(job)
 

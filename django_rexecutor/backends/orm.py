@@ -85,6 +85,7 @@ def to_job(record: JobRecord, errors: Iterable[JobErrorRecord] = ()) -> Job:
         discarded_at=record.discarded_at,
         claimed_by=record.claimed_by,
         cancel_requested_at=record.cancel_requested_at,
+        result=record.result,
     )
 
 
@@ -341,8 +342,10 @@ class DjangoBackend(Backend):
             recorded_at=at,
         )
 
-    def mark_job_complete(self, job_id: int, *, claim: Claim | None = None) -> bool:
-        updates = {"status": JobStatus.COMPLETE, "completed_at": timezone.now()}
+    def mark_job_complete(
+        self, job_id: int, *, claim: Claim | None = None, result: Any = None
+    ) -> bool:
+        updates = {"status": JobStatus.COMPLETE, "completed_at": timezone.now(), "result": result}
         return self._write_result(job_id, claim, updates, None)
 
     def mark_job_retryable(
@@ -463,6 +466,7 @@ class DjangoBackend(Backend):
                 cancelled_at=None,
                 discarded_at=None,
                 cancel_requested_at=None,
+                result=None,
             )
             return self._fresh(job_id)
 
@@ -510,6 +514,7 @@ class DjangoBackend(Backend):
                         cancelled_at=None,
                         discarded_at=None,
                         cancel_requested_at=None,
+                        result=None,
                     )
         return BulkResult(tuple(done), skipped)
 
