@@ -31,6 +31,9 @@ class ContainsTag(Lookup):
         return sql, [*lhs_params, self.rhs]
 
     def as_postgresql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> Any:
-        # jsonb containment: served by the GIN index on tags.
+        # jsonb containment, served by the GIN index on tags. That index is partial (WHERE
+        # tags <> '[]'), and the planner only uses it when the query repeats that condition;
+        # it changes nothing else, since a list holding a tag is never empty.
         lhs, lhs_params = self.process_lhs(compiler, connection)
-        return f"{lhs} @> %s::jsonb", [*lhs_params, json.dumps([self.rhs])]
+        sql = f"({lhs} @> %s::jsonb AND {lhs} <> '[]'::jsonb)"
+        return sql, [*lhs_params, json.dumps([self.rhs]), *lhs_params]
