@@ -108,7 +108,7 @@ def test_select_all_across_pages_applies_to_the_filtered_set(admin_client: Clien
     waiting = [make_job() for _ in range(3)]
     finished = make_job(JobStatus.COMPLETE)
     response = admin_client.post(
-        CHANGELIST + "?status=scheduled",
+        CHANGELIST + "?status__exact=scheduled",
         {"action": "cancel_selected", "select_across": "1", "_selected_action": [waiting[0].pk]},
         follow=True,
     )
