@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from django.contrib import admin
 from django.db import connection
 from django.db.models import Q
 from django.test import Client
@@ -196,6 +197,24 @@ def test_detail_is_read_only_and_escapes_payloads(admin_client: Client) -> None:
     # No form fields: nothing to edit, no save or delete button.
     assert 'name="_save"' not in text and "deletelink" not in text
     assert "<textarea" not in text and 'name="executor"' not in text
+
+
+def test_detail_shows_every_field_of_the_model() -> None:
+    """A field added to the model later must be added to the detail page too."""
+    model_admin = admin.site._registry[JobRecord]
+    shown = {name for _, options in model_admin.fieldsets for name in options["fields"]}
+    shown_as = {
+        "status": "status_badge",
+        "attempt": "attempts",
+        "max_attempts": "attempts",
+        "tags": "tag_list",
+        "data": "data_json",
+        "metadata": "metadata_json",
+        "result": "result_json",
+    }
+    for field in JobRecord._meta.concrete_fields:
+        assert shown_as.get(field.name, field.name) in shown, field.name
+    assert set(model_admin.readonly_fields) == shown
 
 
 def test_jobs_cannot_be_added_changed_or_deleted_through_forms(admin_client: Client) -> None:

@@ -116,7 +116,7 @@ class JobRecordAdmin(admin.ModelAdmin):
     inlines = [JobErrorInline]
     fieldsets = [
         (None, {"fields": ["id", "executor", "status_badge", "attempts", "priority", "tag_list"]}),
-        (_("Payload"), {"fields": ["data_json", "metadata_json"]}),
+        (_("Payload"), {"fields": ["data_json", "metadata_json", "result_json"]}),
         (
             _("Times"),
             {
@@ -142,6 +142,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         "tag_list",
         "data_json",
         "metadata_json",
+        "result_json",
         "inserted_at",
         "scheduled_at",
         "attempted_at",
@@ -242,6 +243,10 @@ class JobRecordAdmin(admin.ModelAdmin):
     @admin.display(description=_("metadata"))
     def metadata_json(self, job: JobRecord) -> SafeString:
         return pretty_json(job.metadata)
+
+    @admin.display(description=_("result"))
+    def result_json(self, job: JobRecord) -> SafeString:
+        return pretty_json(job.result)
 
     # -- pages -----------------------------------------------------------------------------
     def get_urls(self) -> list[URLPattern]:
