@@ -4,6 +4,7 @@ eligible jobs, report the skipped ones, and need their permission and a CSRF tok
 from __future__ import annotations
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
@@ -181,6 +182,7 @@ def test_view_only_staff_cannot_run_either_action(jobs: dict[str, JobRecord]) ->
     assert client.post(action_url(jobs["complete"], "rerun")).status_code == 403
     assert statuses(*jobs.values()) == before
     assert not JobErrorRecord.objects.filter(error_type="cancelled").exists()
+    assert not LogEntry.objects.exists()
 
 
 def test_the_change_permission_does_not_grant_actions(jobs: dict[str, JobRecord]) -> None:
@@ -232,3 +234,25 @@ def test_posts_without_a_csrf_token_are_refused(jobs: dict[str, JobRecord]) -> N
     response = client.post(action_url(jobs["scheduled"], "cancel"), {"csrfmiddlewaretoken": token})
     assert response.status_code == 302
     assert statuses(jobs["scheduled"]) == [JobStatus.CANCELLED]
+
+
+def test_actions_are_recorded_in_each_jobs_admin_history(
+    admin_client: Client, jobs: dict[str, JobRecord]
+) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    run_action(admin_client, "cancel_selected", list(jobs.values()))
+    admin_client.post(action_url(jobs["complete"], "rerun"))
+    entries = {
+        (int(e.object_id), e.change_message, e.user.username) for e in LogEntry.objects.all()
+    }
+    assert entries == {
+        (jobs["scheduled"].pk, "Cancelled from the admin.", "admin"),
+        (jobs["retryable"].pk, "Cancelled from the admin.", "admin"),
+        (jobs["executing"].pk, "Cancellation requested from the admin.", "admin"),
+        (jobs["complete"].pk, "Rerun from the admin.", "admin"),
+    }
+    history = admin_client.get(
+        reverse("admin:django_rexecutor_jobrecord_history", args=[jobs["complete"].pk])
+    )
+    assert "Rerun from the admin." in history.text

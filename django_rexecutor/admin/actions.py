@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from ..backends import get_backend
 from ..backends.base import BulkResult, SkipReason
 from ..backends.orm import DjangoBackend
+from ..models import JobRecord
 
 if TYPE_CHECKING:
     from .jobs import JobRecordAdmin
@@ -72,6 +73,46 @@ def report(request: HttpRequest, result: BulkResult, action: str) -> None:
     messages.add_message(request, level, text + ".")
 
 
+#: Job ids per query when writing the admin's history.
+LOG_BATCH = 1000
+
+
+def log_history(request: HttpRequest, alias: str, result: BulkResult, action: str) -> None:
+    """Record what was done in the admin's history of each job (its "History" page): who,
+    when, what. Built from ids and executor names, without loading the jobs."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    user_id = getattr(getattr(request, "user", None), "pk", None)
+    if user_id is None or not result.done:
+        return
+    requested = set(result.requested)
+    texts = {
+        "rerun": "Rerun from the admin.",
+        "cancel": "Cancelled from the admin.",
+        "requested": "Cancellation requested from the admin.",
+    }
+    content_type = ContentType.objects.get_for_model(JobRecord)
+    done = list(result.done)
+    for start in range(0, len(done), LOG_BATCH):
+        rows = (
+            JobRecord.objects.using(alias)
+            .filter(pk__in=done[start : start + LOG_BATCH])
+            .values_list("pk", "executor")
+        )
+        LogEntry.objects.bulk_create(
+            LogEntry(
+                user_id=user_id,
+                content_type_id=content_type.pk,
+                object_id=str(pk),
+                object_repr=f"{executor} #{pk}"[:200],
+                action_flag=CHANGE,
+                change_message=texts["requested" if pk in requested else action],
+            )
+            for pk, executor in rows
+        )
+
+
 def _ids(queryset: QuerySet[Any]) -> list[int]:
     return list(queryset.order_by("pk").values_list("pk", flat=True))
 
@@ -81,6 +122,7 @@ def rerun_selected(
     modeladmin: JobRecordAdmin, request: HttpRequest, queryset: QuerySet[Any]
 ) -> None:
     result = admin_backend(queryset.db).rerun_jobs(_ids(queryset))
+    log_history(request, queryset.db, result, "rerun")
     report(request, result, "rerun")
 
 
@@ -89,4 +131,5 @@ def cancel_selected(
     modeladmin: JobRecordAdmin, request: HttpRequest, queryset: QuerySet[Any]
 ) -> None:
     result = admin_backend(queryset.db).cancel_jobs(_ids(queryset), cancel_reason(request))
+    log_history(request, queryset.db, result, "cancel")
     report(request, result, "cancel")

@@ -24,7 +24,14 @@ from ..conf import rexecutor_settings
 from ..models import JobErrorRecord, JobRecord
 from ..status import READY_STATUSES, TERMINAL_STATUSES, JobStatus
 from . import dashboard
-from .actions import admin_backend, cancel_reason, cancel_selected, report, rerun_selected
+from .actions import (
+    admin_backend,
+    cancel_reason,
+    cancel_selected,
+    log_history,
+    report,
+    rerun_selected,
+)
 from .badges import badge, badge_css
 from .changelist import EstimatedCountPaginator, JobChangeList
 from .filters import ExecutorFilter, TagFilter, known_executors
@@ -322,6 +329,7 @@ class JobRecordAdmin(admin.ModelAdmin):
             result = backend.rerun_jobs([job.pk])
         else:
             result = backend.cancel_jobs([job.pk], cancel_reason(request))
+        log_history(request, queryset.db, result, action)
         report(request, result, action)
         return HttpResponseRedirect(
             reverse(
