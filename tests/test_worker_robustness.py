@@ -31,7 +31,10 @@ def test_three_workers_run_each_job_exactly_once(manage_py, subprocess_env) -> N
     total = 3000
     ids = RecordEffect.enqueue_many([{"data": {"label": "bulk"}} for _ in range(total)])
     workers = [
-        WorkerProcess(manage_py, subprocess_env, "--concurrency", "4", "-v", "1") for _ in range(3)
+        WorkerProcess(
+            manage_py, subprocess_env, "--concurrency", "8", "-v", "1", persistent_connections=True
+        )
+        for _ in range(3)
     ]
     try:
         wait_until(

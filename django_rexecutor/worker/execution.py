@@ -59,6 +59,8 @@ class AttemptResult:
     error: ErrorDetails | None = None
     reason: str = ""
     delay: timedelta = timedelta(0)
+    #: ``Done(result=...)``: a JSON-native value stored with the completed job.
+    value: Any = None
 
 
 DONE_RESULT: Final = AttemptResult("done")
@@ -71,8 +73,11 @@ def is_async_executor(executor_cls: type[Executor]) -> bool:
 
 def result_of_value(value: object) -> AttemptResult:
     """Map what ``execute`` returned to a result; an unknown value is an error, not a crash."""
-    if value is None or isinstance(value, Done):
+    if value is None:
         return DONE_RESULT
+    if isinstance(value, Done):
+        stored = getattr(value, "result", None)
+        return DONE_RESULT if stored is None else AttemptResult("done", value=stored)
     if isinstance(value, Cancel):
         return AttemptResult("cancel", reason=value.reason)
     if isinstance(value, Snooze):
@@ -173,7 +178,11 @@ def write_result(
         error = ErrorDetails(ErrorType.CANCELLED, reason)
         return CANCELLED if backend.mark_job_cancelled(job.id, error, claim=claim) else STALE
     if kind == "done":
-        return COMPLETE if backend.mark_job_complete(job.id, claim=claim) else STALE
+        if result.value is None:
+            written = backend.mark_job_complete(job.id, claim=claim)
+        else:
+            written = backend.mark_job_complete(job.id, claim=claim, result=result.value)  # type: ignore[call-arg,unused-ignore]
+        return COMPLETE if written else STALE
     if kind == "snooze":
         try:
             at = max(now, now + result.delay)

@@ -58,6 +58,8 @@ from .threads import EventLoopThread, Interruptible, SyncPool
 logger = logging.getLogger("django_rexecutor.worker")
 
 CANCEL_POLL_INTERVAL = 0.5
+#: Longest extra delay before acking/claiming, to batch the round trips of short jobs.
+COALESCE_WINDOW = 0.005
 _MAX_RECONNECT_DELAY = 5.0
 
 
@@ -187,6 +189,7 @@ class Worker:
         self._registered: set[str] = set()
         self._generation = 0
         self._last_cancel_poll = 0.0
+        self._cycle_at = 0.0
         self._pool: SyncPool | None = None
         self._loop: EventLoopThread | None = None
         self._heartbeat: Heartbeat | None = None
@@ -312,6 +315,9 @@ class Worker:
             try:
                 self._reap()
                 self._enforce_deadlines()
+                if self._coalescing():
+                    self._wake.wait(COALESCE_WINDOW)
+                    continue
                 self._flush_writes()
                 if self._stop_deadline is not None:
                     self._poll_cancels()
@@ -320,6 +326,7 @@ class Worker:
                 else:
                     self._poll_cancels()
                     claimed, wanted = self._claim()
+                    self._cycle_at = time.monotonic()
                     if claimed and claimed == wanted:
                         continue  # there may be more: claim again once slots free up
                     if self.burst and not self._active and not self._to_write and not claimed:
@@ -337,6 +344,16 @@ class Worker:
                 delay = min(delay * 2, _MAX_RECONNECT_DELAY)
                 continue
             self._wake.wait(self._wait_timeout())
+
+    def _coalescing(self) -> bool:
+        """Whether to wait a moment for more running jobs to end before the next round trip.
+
+        Short jobs end one by one; acking and refilling each slot separately would cost two
+        round trips per job. While jobs still run and the last round trip ended less than
+        ``COALESCE_WINDOW`` ago, waiting lets acks and claims go out in batches."""
+        if not self._active or self._stop_deadline is not None:
+            return False
+        return time.monotonic() - self._cycle_at < COALESCE_WINDOW
 
     def _wait_timeout(self) -> float:
         timeout = 1.0 if self.burst else self.poll_interval
