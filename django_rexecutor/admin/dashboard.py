@@ -27,12 +27,31 @@ WINDOW_MINUTES = 60
 RECENT_ERRORS = 20
 
 
+def format_age(age: dt.timedelta | None) -> str:
+    """A short, readable duration: "45 s", "12 min", "3 h 5 min", "2 d 4 h"."""
+    if age is None:
+        return "—"
+    seconds = max(0, int(age.total_seconds()))
+    if seconds < 60:
+        return _("%(s)d s") % {"s": seconds}
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours < 1:
+        return _("%(m)d min") % {"m": minutes}
+    if days < 1:
+        return _("%(h)d h %(m)d min") % {"h": hours, "m": minutes % 60}
+    return _("%(d)d d %(h)d h") % {"d": days, "h": hours % 24}
+
+
 @dataclass
 class ExecutorRow:
     name: str
     counts: dict[str, int] = field(default_factory=dict)
     oldest_ready_at: dt.datetime | None = None
     lag: dt.timedelta | None = None
+
+    @property
+    def lag_text(self) -> str:
+        return format_age(self.lag)
 
     @property
     def total(self) -> int:
@@ -48,6 +67,10 @@ class WorkerRow:
     age: dt.timedelta
     stale: bool
     running_links: SafeString
+
+    @property
+    def age_text(self) -> str:
+        return format_age(self.age)
 
 
 def status_counts(alias: str, now: dt.datetime) -> list[ExecutorRow]:
