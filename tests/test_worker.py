@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -169,3 +170,24 @@ def test_executor_selection(manage_py, subprocess_env) -> None:
 def test_bad_arguments_are_command_errors(options, message) -> None:
     with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call_command("rexecutor_worker", burst=True, **options)
+
+
+def test_demo_command_runs_every_example() -> None:
+    out = StringIO()
+    call_command("rexecutor_demo", stdout=out, stderr=StringIO(), verbosity=0)
+    text = out.getvalue()
+    rows = {
+        line.split()[1]: line.split()[2:4]
+        for line in text.splitlines()
+        if len(line.split()) > 3 and line.split()[1].startswith("demo.")
+    }
+    assert rows == {
+        "demo.send_welcome_email": ["complete", "1/5"],
+        "demo.flaky_import": ["complete", "2/3"],
+        "demo.charge_card": ["discarded", "2/2"],
+        "demo.wait_for_stock": ["complete", "1/5"],
+        "demo.cleanup_account": ["cancelled", "1/5"],
+        "demo.fetch_exchange_rates": ["complete", "1/5"],
+    }
+    assert "7 jobs: 1 cancelled, 5 complete, 1 discarded" in text
+    assert not JobRecord.objects.filter(status=JobStatus.EXECUTING).exists()

@@ -27,7 +27,7 @@ from .. import registry
 from ..backends import get_backend
 from ..backends.base import Backend, Claim
 from ..conf import rexecutor_settings
-from ..exceptions import ConfigurationError
+from ..exceptions import BackendError, ConfigurationError
 from ..executor import Executor
 from ..job import Job
 from ..query import IdIn
@@ -238,11 +238,11 @@ class Worker:
             self._loop_forever()
         except BaseException:
             logger.exception("Worker %s failed; releasing its jobs", self.worker_id)
-            self._shutdown(release_all=True)
+            self._shutdown()
             raise
         finally:
             self._restore_signal_handlers()
-        return self._shutdown(release_all=self._signals >= 2)
+        return self._shutdown()
 
     def _start(self) -> None:
         self._pool = SyncPool(self.concurrency)
@@ -399,13 +399,17 @@ class Worker:
         limit = min(free, sum(capacity.values()))
         try:
             jobs = self.backend.claim_jobs(self.worker_id, capacity, limit)
-        except DB_ERRORS:
-            # The claim may have committed without us seeing the rows. Claim under a new
-            # identity from now on and let the old one go silent once its known jobs end, so
-            # rescue returns any unseen claims to the queue instead of stranding them.
+        except Exception as exc:
+            # The claim may have committed without us seeing the rows (connection lost, a row
+            # that cannot be loaded). Claim under a new identity from now on and retire the old
+            # one once its known jobs end, so rescue returns any unseen claims to the queue
+            # instead of stranding them.
             self._generation += 1
             self.worker_id = f"{self.name}~{self._generation}"
-            raise
+            if isinstance(exc, DB_ERRORS):
+                raise
+            logger.exception("Claiming jobs failed; continuing as %s", self.worker_id)
+            raise BackendError(f"claim_jobs failed: {exc}") from exc
         for job in jobs:
             self._start_attempt(job)
         if len(jobs) < limit:
@@ -622,7 +626,7 @@ class Worker:
         return ids
 
     # -- shutdown ----------------------------------------------------------------------------
-    def _shutdown(self, *, release_all: bool) -> int:
+    def _shutdown(self) -> int:
         """Release what is still running, forget this worker, stop the threads."""
         self._closing.set()
         self._hungry.set()

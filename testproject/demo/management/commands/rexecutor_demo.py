@@ -64,6 +64,9 @@ class Command(BaseCommand):
             # Retries and snoozes fall due a moment later: wait for them and run again.
             due = min(j.scheduled_at for j in waiting)
             time.sleep(min(2.0, max(0.05, (due - timezone.now()).total_seconds())))
+            self.stdout.write(
+                f"\n{len(waiting)} job(s) retried or snoozed and now due: running the worker again\n"
+            )
         self._print_table(jobs)
 
     def _enqueue(self) -> list[int]:
