@@ -78,10 +78,18 @@ class Notifier:
                 self._cond.wait_for(lambda: self._listening or self._stopped, wait)
             return self._listening
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 0.0) -> None:
+        """Stop listening; wait up to ``wait`` seconds for the connection to be closed."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+            thread = self._thread
+        if wait > 0 and thread is not None and thread is not threading.current_thread():
+            thread.join(wait)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     @property
     def listening(self) -> bool:
@@ -130,6 +138,7 @@ class Notifier:
 
     def _run(self) -> None:
         delay = 0.1
+        reconnecting = False
         while not self._stopped:
             try:
                 with psycopg.connect(autocommit=True, **self._kwargs) as conn:
@@ -137,8 +146,11 @@ class Notifier:
                     conn.execute(f'LISTEN "{CANCEL_CHANNEL}"')
                     with self._cond:
                         self._listening = True
-                        self._generation += 1
+                        if reconnecting:
+                            # Notifications may have been missed while disconnected.
+                            self._generation += 1
                         self._cond.notify_all()
+                    reconnecting = True
                     if delay > 0.1:
                         logger.warning("Listening for job notifications again on %r", self.alias)
                     self._dispatch("", "")
@@ -180,6 +192,6 @@ def get_notifier(alias: str) -> Notifier:
     key = (os.getpid(), alias)
     with _lock:
         notifier = _notifiers.get(key)
-        if notifier is None:
+        if notifier is None or notifier.stopped:
             notifier = _notifiers[key] = Notifier(connections[alias].settings_dict, alias)
         return notifier

@@ -668,6 +668,7 @@ class Worker:
         notifier = self._notifier() if self.backend.supports_notifications else None
         if notifier is not None:
             notifier.unsubscribe(self._on_notification)
+            notifier.stop(wait=2.0)
         if self._waker is not None:
             self._waker.join(timeout=2)
         logger.info("Worker %s stopped", self.worker_id)
