@@ -61,6 +61,7 @@ CANCEL_POLL_INTERVAL = 0.5
 #: Longest extra delay before acking/claiming, to batch the round trips of short jobs.
 COALESCE_WINDOW = 0.005
 _MAX_RECONNECT_DELAY = 5.0
+_BACKSTOP_INTERVAL = 5.0
 
 
 def default_worker_name() -> str:
@@ -356,7 +357,9 @@ class Worker:
         return time.monotonic() - self._cycle_at < COALESCE_WINDOW
 
     def _wait_timeout(self) -> float:
-        timeout = 1.0 if self.burst else self.poll_interval
+        # Outside burst mode the waker thread polls (and listens) while we are hungry; our own
+        # timeout is only a backstop.
+        timeout = 1.0 if self.burst else max(self.poll_interval, _BACKSTOP_INTERVAL)
         if self._active:
             timeout = min(timeout, CANCEL_POLL_INTERVAL)
             deadlines = [a.deadline for a in self._active if a.deadline and not a.settled]
@@ -433,7 +436,7 @@ class Worker:
                 if due is not None:
                     timeout = min(timeout, (due - timezone.now()).total_seconds())
                 self.backend.wait_for_jobs(names, max(0.01, timeout))
-            except DB_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001 - the waker must outlive any failure
                 logger.debug("Waiting for jobs failed: %s", exc)
                 drop_connection(self.backend)
                 self._closing.wait(1.0)
