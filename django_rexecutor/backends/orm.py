@@ -63,6 +63,24 @@ _to_json = json.JSONEncoder(sort_keys=True).encode
 _FINISHED_AT = Coalesce("completed_at", "cancelled_at", "discarded_at")
 
 
+def _server_bound_cursor(connection: Any) -> Any:
+    """A cursor of a PostgreSQL ``connection`` that sends parameters separately from the SQL.
+
+    Django's default cursor quotes every parameter into the SQL text in Python, which costs
+    more CPU than a one-row insert itself. This one is opened and wrapped exactly as
+    ``connection.cursor()`` does (error translation, query logging, execute wrappers), and
+    prepares nothing, so it stays safe behind transaction-mode poolers."""
+    from django.db.backends.postgresql import base
+
+    factory = getattr(base, "ServerBindingCursor", None)
+    if factory is None:  # psycopg2: no server-side binding
+        return connection.cursor()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(factory(connection.connection))
+
+
 def to_job(record: JobRecord, errors: Iterable[JobErrorRecord] = ()) -> Job:
     return Job(
         id=record.pk,
@@ -165,7 +183,7 @@ class DjangoBackend(Backend):
             record = self._record(job)
             record.save(using=self.alias, force_insert=True)
             return int(record.pk)
-        with connection.cursor() as cursor:
+        with _server_bound_cursor(connection) as cursor:
             cursor.execute(_INSERT_SQL, self._row(job, timezone.now()))
             return int(cursor.fetchone()[0])
 
