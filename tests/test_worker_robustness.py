@@ -140,7 +140,7 @@ def test_cancel_a_running_job(manage_py, subprocess_env, executor) -> None:
         took = wait_until(lambda: status_of(job_id) == JobStatus.CANCELLED, 10, worker)
     finally:
         assert worker.stop() == 0
-    assert took < 2.0
+    assert took < 3.0  # "within about a second", with room for a loaded CI machine
     record = JobRecord.objects.get(pk=job_id)
     assert record.cancelled_at is not None
     assert [(e.attempt, e.error_type) for e in record.error_records.all()] == [(1, "cancelled")]
@@ -187,3 +187,14 @@ def test_recovers_from_killed_connections(manage_py, subprocess_env) -> None:
         assert worker.stop() == 0
     assert SideEffect.objects.count() == 3
     assert "reconnecting" in worker.output.lower()
+
+
+@pytest.mark.postgres_only
+def test_waits_for_an_unreachable_database_and_stops_cleanly(manage_py, subprocess_env) -> None:
+    env = dict(subprocess_env, DATABASE_URL="postgres://postgres@127.0.0.1:1/nowhere")
+    worker = WorkerProcess(manage_py, env)
+    worker.wait_for_output("Database unavailable")
+    worker.wait_for_output("retrying in 0.4s")  # backing off, still alive
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    assert "Traceback" not in worker.output

@@ -66,7 +66,8 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def silent_for(self) -> float:
         """Seconds since the last successful beat."""

@@ -91,6 +91,10 @@ def resolve_executors(
     return chosen
 
 
+class _StopRequested(Exception):
+    """A signal arrived while the worker was still waiting for the database at start-up."""
+
+
 class _Attempt:
     """One running attempt of one job, owned by the orchestrating thread."""
 
@@ -237,6 +241,8 @@ class Worker:
         try:
             self._start()
             self._loop_forever()
+        except _StopRequested:
+            logger.warning("Stopped while waiting for the database to start up")
         except BaseException:
             logger.exception("Worker %s failed; releasing its jobs", self.worker_id)
             self._shutdown()
@@ -300,11 +306,14 @@ class Worker:
             try:
                 return operation()
             except DB_ERRORS as exc:
-                if self._signals or "no such table" in str(exc):
+                if "no such table" in str(exc):
                     raise
+                if self._signals:
+                    raise _StopRequested from exc
                 logger.warning("Database unavailable (%s); retrying in %.1fs", exc, delay)
                 drop_connection(self.backend)
-                time.sleep(delay)
+                self._wake.wait(delay)
+                self._wake.clear()
                 delay = min(delay * 2, _MAX_RECONNECT_DELAY)
 
     def _loop_forever(self) -> None:
