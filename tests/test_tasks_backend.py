@@ -22,7 +22,7 @@ from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.test import override_settings
 from django.utils import timezone
 
-from django_rexecutor import JobStatus
+from django_rexecutor import Executor, JobStatus
 from django_rexecutor.backends import get_backend
 from django_rexecutor.backends.base import ErrorDetails
 from django_rexecutor.outcomes import Cancel, Done
@@ -461,3 +461,27 @@ def test_complete_stores_the_result_and_rerun_clears_it(engine) -> None:
     stored = engine.get_job(job_id)
     assert stored.status == JobStatus.CANCELLED
     assert stored.result is None
+
+
+class ReturnsWhatItIsGiven(Executor):
+    """Returns ``Done(result=...)`` of its data: a set when asked to, to test the check."""
+
+    name = "test_tasks.returns_data"
+    max_attempts = 1
+
+    def execute(self, job):
+        return Done(result={1, 2} if job.data == "a set" else job.data)
+
+
+def test_worker_stores_a_json_result_and_fails_a_non_json_one() -> None:
+    from django_rexecutor import InMemoryBackend
+    from django_rexecutor.testing import drain_jobs
+
+    engine = InMemoryBackend()
+    good = ReturnsWhatItIsGiven.enqueue({"n": [1, 2]}, backend=engine)
+    bad = ReturnsWhatItIsGiven.enqueue("a set", backend=engine)
+    assert drain_jobs(ReturnsWhatItIsGiven, backend=engine) == {"complete": 1, "discarded": 1}
+    assert engine.get_job(good).result == {"n": [1, 2]}
+    failed = engine.get_job(bad)
+    assert failed.result is None
+    assert "Done(result=...)" in failed.errors[0].message

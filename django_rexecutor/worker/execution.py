@@ -21,6 +21,8 @@ from django.utils import timezone
 
 from ..backends.base import Backend, Claim, ErrorDetails
 from ..backoff import DEFAULT_BACKOFF
+from ..encoding import to_json_native
+from ..exceptions import EncodeDecodeError
 from ..outcomes import Cancel, Done, ExecutionError, Snooze
 from ..status import ErrorType
 
@@ -77,7 +79,14 @@ def result_of_value(value: object) -> AttemptResult:
         return DONE_RESULT
     if isinstance(value, Done):
         stored = getattr(value, "result", None)
-        return DONE_RESULT if stored is None else AttemptResult("done", value=stored)
+        if stored is None:
+            return DONE_RESULT
+        try:
+            # Checked here, so a bad value fails the attempt instead of the worker's write.
+            stored = to_json_native(stored, what="Done(result=...)")
+        except EncodeDecodeError as exc:
+            return AttemptResult("error", ErrorDetails(ErrorType.PANIC, str(exc)))
+        return AttemptResult("done", value=stored)
     if isinstance(value, Cancel):
         return AttemptResult("cancel", reason=value.reason)
     if isinstance(value, Snooze):
