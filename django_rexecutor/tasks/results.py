@@ -127,11 +127,14 @@ def task_error(error: JobError) -> TaskError:
 
 def to_task_result(job: Job, task: Task, payload: Payload) -> TaskResult:
     """The ``TaskResult`` of a task's job; ``task`` is the resolved task of ``payload``."""
-    task = task.using(
-        priority=to_django_priority(job.priority),
-        queue_name=job.executor.partition(".")[2] or task.queue_name,
-        run_after=payload.run_after,
-    )
+    changes: dict[str, Any] = {
+        "priority": to_django_priority(job.priority),
+        "queue_name": job.executor.partition(".")[2] or task.queue_name,
+        "run_after": payload.run_after,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None and v != getattr(task, k)}
+    if changes:  # Task.using() re-validates the task: skip it when nothing changes.
+        task = task.using(**changes)
     result: TaskResult[..., Any] = TaskResult(
         task=task,
         id=str(job.id),
