@@ -58,6 +58,21 @@ _RESERVE_IDS_SQL = (
     f"SELECT nextval(pg_get_serial_sequence('{_JOB_TABLE}', 'id')) FROM generate_series(1, %s)"
 )
 _COPY_SQL = f"COPY {_JOB_TABLE} (id, {_INSERT_COLUMNS}) FROM STDIN"
+#: What a claim returns: the fields of a claimed ``Job``, and whether the job has an error
+#: history, so that the history is fetched only for jobs that have one (usually none).
+_CLAIM_RETURNING = (
+    "id, executor, data, metadata, attempt, max_attempts, priority, tags, inserted_at,"
+    f" scheduled_at, result, EXISTS (SELECT 1 FROM {JobErrorRecord._meta.db_table} e"
+    f" WHERE e.job_id = {_JOB_TABLE}.id)"
+)
+#: ``complete_jobs``; ``IN (VALUES …)`` because SQLite takes row values only from a subquery.
+_COMPLETE_SQL = (
+    f"UPDATE {_JOB_TABLE} SET status = '{JobStatus.COMPLETE.value}', completed_at = %s"
+    f" WHERE status = '{JobStatus.EXECUTING.value}' AND cancel_requested_at IS NULL"
+    " AND (id, attempt, claimed_by) IN (VALUES {fence}) RETURNING id"
+)
+#: Claims per completion statement (3 parameters each: under SQLite's variable limit).
+_FENCE_CHUNK = 250
 #: The JSON columns' encoding (sorted keys, as ``CanonicalJSONEncoder`` writes them).
 _to_json = json.JSONEncoder(sort_keys=True).encode
 _FINISHED_AT = Coalesce("completed_at", "cancelled_at", "discarded_at")
@@ -79,6 +94,49 @@ def _server_bound_cursor(connection: Any) -> Any:
     connection.ensure_connection()
     with connection.wrap_database_errors:
         return connection._prepare_cursor(factory(connection.connection))
+
+
+def _to_datetime(value: Any, connection: Any) -> Any:
+    """A datetime read by a raw cursor: PostgreSQL gives aware values, SQLite text."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return connection.ops.convert_datetimefield_value(value, None, connection)
+
+
+def _from_json(value: Any) -> Any:
+    """A JSON column read by a raw cursor (text on both databases, as Django reads it)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _claimed_job(
+    row: Sequence[Any],
+    worker_id: str,
+    attempted_at: datetime,
+    errors: Mapping[int, list[JobErrorRecord]],
+    connection: Any,
+) -> Job:
+    """The ``Job`` value of a row returned by the claim (``_CLAIM_RETURNING``)."""
+    job_id, executor, data, metadata, attempt, max_attempts, priority, tags, inserted_at = row[:9]
+    return Job(
+        id=job_id,
+        status=JobStatus.EXECUTING,
+        executor=executor,
+        data=_from_json(data),
+        metadata=_from_json(metadata),
+        attempt=attempt,
+        max_attempts=max_attempts,
+        priority=priority,
+        tags=list(_from_json(tags) or []),
+        errors=[
+            JobError(e.attempt, e.error_type, e.message, e.traceback, e.recorded_at)
+            for e in errors.get(job_id, ())
+        ],
+        inserted_at=_to_datetime(inserted_at, connection),
+        scheduled_at=_to_datetime(row[9], connection),
+        attempted_at=attempted_at,
+        claimed_by=worker_id,
+        result=_from_json(row[10]),
+    )
 
 
 def to_job(record: JobRecord, errors: Iterable[JobErrorRecord] = ()) -> Job:
@@ -289,14 +347,21 @@ class DjangoBackend(Backend):
         sql = (
             f"UPDATE {table} SET status = %s, attempt = attempt + 1, attempted_at = %s,"
             f" claimed_by = %s, cancel_requested_at = NULL"
-            f" WHERE id IN (SELECT id FROM ({candidates}) AS candidates LIMIT %s) RETURNING *"
+            f" WHERE id IN (SELECT id FROM ({candidates}) AS candidates LIMIT %s)"
+            f" RETURNING {_CLAIM_RETURNING}"
         )
         all_params = [JobStatus.EXECUTING.value, now, worker_id, *params, limit]
-        # One statement, so autocommit makes it atomic without a BEGIN/COMMIT round trip.
-        records = list(JobRecord.objects.db_manager(self.alias).raw(sql, all_params))
-        errors = self._errors_of([r.pk for r in records])
-        records.sort(key=lambda r: (r.priority, r.scheduled_at, r.pk))
-        return [to_job(r, errors.get(r.pk, ())) for r in records]
+        # One statement, so autocommit makes it atomic without a BEGIN/COMMIT round trip. The
+        # rows become ``Job`` values directly: model instances cost more than the claim itself.
+        with connection.cursor() as cursor:
+            cursor.execute(sql, all_params)
+            rows = cursor.fetchall()
+        with_errors = [row[0] for row in rows if row[-1]]
+        errors = self._errors_of(with_errors) if with_errors else {}
+        attempted_at = _to_datetime(now, connection)
+        jobs = [_claimed_job(row, worker_id, attempted_at, errors, connection) for row in rows]
+        jobs.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
+        return jobs
 
     def _errors_of(self, job_ids: Sequence[int]) -> dict[int, list[JobErrorRecord]]:
         out: dict[int, list[JobErrorRecord]] = {}
@@ -408,24 +473,24 @@ class DjangoBackend(Backend):
     def complete_jobs(self, claims: Sequence[Claim]) -> int:
         if not claims:
             return 0
-        fence = Q()
+        connection = connections[self.alias]
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        completed: set[int] = set()
+        # One autocommitted statement per chunk (atomic on its own, one round trip), fenced
+        # by (id, attempt, worker) and skipping cancel-requested jobs.
+        with connection.cursor() as cursor:
+            for start in range(0, len(claims), _FENCE_CHUNK):
+                chunk = claims[start : start + _FENCE_CHUNK]
+                fence = ", ".join(["(%s, %s, %s)"] * len(chunk))
+                params: list[Any] = [now]
+                for c in chunk:
+                    params += (c.job_id, c.attempt, c.worker_id)
+                cursor.execute(_COMPLETE_SQL.format(fence=fence), params)
+                completed.update(row[0] for row in cursor.fetchall())
+        written = len(completed)
+        # The rest were cancelled meanwhile, are stale or gone: settle them one by one.
         for c in claims:
-            fence |= Q(pk=c.job_id, attempt=c.attempt, claimed_by=c.worker_id)
-        with self._atomic():
-            done = self.jobs.filter(
-                fence, status=JobStatus.EXECUTING, cancel_requested_at__isnull=True
-            ).update(status=JobStatus.COMPLETE, completed_at=timezone.now())
-        if done == len(claims):
-            return done
-        # Some were cancelled meanwhile (or are stale): settle them one by one.
-        written = done
-        finished = set(
-            self.jobs.filter(
-                pk__in=[c.job_id for c in claims], status=JobStatus.COMPLETE
-            ).values_list("pk", flat=True)
-        )
-        for c in claims:
-            if c.job_id not in finished:
+            if c.job_id not in completed:
                 with contextlib.suppress(JobNotFound):
                     written += self.mark_job_complete(c.job_id, claim=c)
         return written

@@ -453,10 +453,15 @@ class Worker:
         drop_connection(self.backend)
 
     def _on_notification(self, channel: str, payload: str) -> None:
-        from ..models import CANCEL_CHANNEL
+        from ..models import CANCEL_CHANNEL, JOBS_CHANNEL
 
         if channel == CANCEL_CHANNEL:
             self._last_cancel_poll = 0.0
+            self._wake.set()
+        elif channel == JOBS_CHANNEL and payload in self.executors and self._hungry.is_set():
+            # Wake the main loop straight from the listener thread: one thread hand-off less
+            # than through the waker, and no notification lost while the waker is between
+            # two waits.
             self._wake.set()
 
     # -- running -----------------------------------------------------------------------------
