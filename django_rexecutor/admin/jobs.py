@@ -135,6 +135,7 @@ class JobRecordAdmin(admin.ModelAdmin):
                     "cancelled_at",
                     "discarded_at",
                     "cancel_requested_at",
+                    "cancel_reason",
                 ]
             },
         ),
@@ -157,6 +158,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         "cancelled_at",
         "discarded_at",
         "cancel_requested_at",
+        "cancel_reason",
         "claimed_by",
         "unique_key",
     ]

@@ -42,6 +42,7 @@ class InMemoryBackend(Backend):
     def __init__(self) -> None:
         self._jobs: dict[int, Job] = {}
         self._unique_keys: dict[int, str | None] = {}
+        self._cancel_reasons: dict[int, str] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -197,7 +198,8 @@ class InMemoryBackend(Backend):
             now = timezone.now()
             if job.cancel_requested_at is not None:
                 status = JobStatus.CANCELLED
-                error = ErrorDetails(ErrorType.CANCELLED, "cancelled while running")
+                reason = self._cancel_reasons.pop(job_id, "") or "cancelled while running"
+                error = ErrorDetails(ErrorType.CANCELLED, reason)
             job.status = status
             if status == JobStatus.COMPLETE:
                 job.completed_at = now
@@ -271,7 +273,9 @@ class InMemoryBackend(Backend):
                     job_id, job.status, "cancel", "Only waiting or running jobs can be cancelled."
                 )
             if job.status == JobStatus.EXECUTING:
-                job.cancel_requested_at = job.cancel_requested_at or now
+                if job.cancel_requested_at is None:
+                    job.cancel_requested_at = now
+                    self._cancel_reasons[job_id] = reason
             else:
                 job.status = JobStatus.CANCELLED
                 job.cancelled_at = now

@@ -401,7 +401,11 @@ class DjangoBackend(Backend):
             qs = self.jobs.filter(pk=job_id, status=JobStatus.EXECUTING)
             if claim is not None:
                 qs = qs.filter(attempt=claim.attempt, claimed_by=claim.worker_id)
-            row = qs.select_for_update().values("attempt", "cancel_requested_at").first()
+            row = (
+                qs.select_for_update()
+                .values("attempt", "cancel_requested_at", "cancel_reason")
+                .first()
+            )
             if row is None:
                 if not self.jobs.filter(pk=job_id).exists():
                     raise JobNotFound(job_id)
@@ -409,7 +413,8 @@ class DjangoBackend(Backend):
             now = timezone.now()
             if row["cancel_requested_at"] is not None:
                 updates = {"status": JobStatus.CANCELLED, "cancelled_at": now}
-                error = ErrorDetails(ErrorType.CANCELLED, "cancelled while running")
+                reason = row["cancel_reason"] or "cancelled while running"
+                error = ErrorDetails(ErrorType.CANCELLED, reason)
             self.jobs.filter(pk=job_id).update(**updates)
             if error is not None:
                 self._add_error(job_id, row["attempt"], error, now)
@@ -525,7 +530,9 @@ class DjangoBackend(Backend):
                 )
             if status == JobStatus.EXECUTING:
                 if record.cancel_requested_at is None:
-                    self.jobs.filter(pk=job_id).update(cancel_requested_at=now)
+                    self.jobs.filter(pk=job_id).update(
+                        cancel_requested_at=now, cancel_reason=reason
+                    )
             else:
                 self.jobs.filter(pk=job_id).update(status=JobStatus.CANCELLED, cancelled_at=now)
                 self._add_error(
@@ -644,7 +651,7 @@ class DjangoBackend(Backend):
                     )
                 if running:
                     self.jobs.filter(pk__in=running, cancel_requested_at__isnull=True).update(
-                        cancel_requested_at=now
+                        cancel_requested_at=now, cancel_reason=reason
                     )
                     requested += running
         return BulkResult(tuple(done), skipped, tuple(requested))

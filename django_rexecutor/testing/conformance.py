@@ -765,7 +765,9 @@ class BackendConformanceTests:
         assert cancelled.status == JobStatus.CANCELLED
         self.assert_recent(cancelled.cancelled_at)
         assert cancelled.completed_at is None and cancelled.discarded_at is None
-        assert [(e.attempt, e.error_type) for e in cancelled.errors] == [(1, "cancelled")]
+        assert [(e.attempt, e.error_type, e.message) for e in cancelled.errors] == [
+            (1, "cancelled", "no longer needed")
+        ]
 
     def test_complete_jobs_in_a_batch(self, backend: Backend) -> None:
         ids = [self.enqueue(backend, data={"n": n}) for n in range(4)]
