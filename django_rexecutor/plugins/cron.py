@@ -35,6 +35,7 @@ from .schedule import (
     as_check_messages,
     raise_for,
     resolve_time_zone,
+    unknown_keys,
 )
 
 logger = logging.getLogger("django_rexecutor.cron")
@@ -111,16 +112,7 @@ def parse_entries(raw: object) -> tuple[list[CronEntry], list[SettingsProblem]]:
         if not isinstance(item, dict):
             problems.append(SettingsProblem("E105", f"{where} must be a dict, got {item!r}."))
             continue
-        found: list[SettingsProblem] = []
-        unknown = sorted(set(item) - ENTRY_KEYS, key=str)
-        if unknown:
-            found.append(
-                SettingsProblem(
-                    "E105",
-                    f"{where} has unknown key(s) {unknown}.",
-                    hint=f"Known keys: {', '.join(sorted(ENTRY_KEYS))}.",
-                )
-            )
+        found = unknown_keys("E105", where, item, ENTRY_KEYS)
         executor = item.get("executor")
         if not isinstance(executor, str) or not executor:
             found.append(

@@ -31,6 +31,7 @@ from .schedule import (
     UnknownTimeZone,
     as_check_messages,
     raise_for,
+    unknown_keys,
 )
 
 logger = logging.getLogger("django_rexecutor.pruner")
@@ -105,16 +106,7 @@ def _parse_rule(
     where = f'REXECUTOR["PRUNER"]["rules"][{index}]'
     if not isinstance(raw, dict):
         return None, [SettingsProblem("E203", f"{where} must be a dict, got {raw!r}.")]
-    problems: list[SettingsProblem] = []
-    unknown = sorted(set(raw) - RULE_KEYS, key=str)
-    if unknown:
-        problems.append(
-            SettingsProblem(
-                "E203",
-                f"{where} has unknown key(s) {unknown}.",
-                hint=f"Known keys: {', '.join(sorted(RULE_KEYS))}.",
-            )
-        )
+    problems = unknown_keys("E203", where, raw, RULE_KEYS)
     status = _status(raw.get("status"))
     if status is None:
         problems.append(
@@ -206,16 +198,7 @@ def parse_pruner(raw: object) -> tuple[PrunerConfig | None, list[SettingsProblem
                 "E201", f'REXECUTOR["PRUNER"] must be a dict, got {type(raw).__name__}.'
             )
         ]
-    problems: list[SettingsProblem] = []
-    unknown = sorted(set(raw) - PRUNER_KEYS, key=str)
-    if unknown:
-        problems.append(
-            SettingsProblem(
-                "E201",
-                f'REXECUTOR["PRUNER"] has unknown key(s) {unknown}.',
-                hint=f"Known keys: {', '.join(sorted(PRUNER_KEYS))}.",
-            )
-        )
+    problems = unknown_keys("E201", 'REXECUTOR["PRUNER"]', raw, PRUNER_KEYS)
     schedule: CronSchedule | None = None
     try:
         schedule = CronSchedule.parse(raw.get("schedule", DEFAULT_SCHEDULE), raw.get("timezone"))

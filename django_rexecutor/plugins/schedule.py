@@ -9,8 +9,10 @@ deduplicated."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -163,6 +165,18 @@ class SettingsProblem:
     id: str
     message: str
     hint: str | None = None
+
+
+def unknown_keys(
+    check_id: str, where: str, given: Mapping[Any, object], known: frozenset[str]
+) -> list[SettingsProblem]:
+    """A problem naming the keys of the dict ``given`` that are not in ``known`` (none if all
+    are known), so a typo in a setting is reported instead of silently ignored."""
+    unknown = sorted(set(given) - known, key=str)
+    if not unknown:
+        return []
+    hint = f"Known keys: {', '.join(sorted(known))}."
+    return [SettingsProblem(check_id, f"{where} has unknown key(s) {unknown}.", hint=hint)]
 
 
 def as_check_messages(problems: list[SettingsProblem]) -> list[object]:
