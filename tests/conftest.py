@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -45,3 +46,14 @@ def subprocess_env(django_db_setup: None) -> dict[str, str]:
         url = urlsplit(env["DATABASE_URL"])
         env["DATABASE_URL"] = urlunsplit(url._replace(path="/" + quote(str(db["NAME"]))))
     return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_listeners(django_db_setup: None) -> Iterator[None]:
+    """Close this process's LISTEN connections before the test database is dropped (any test
+    that waited for jobs on PostgreSQL opened one; PostgreSQL refuses to drop a database with
+    open connections)."""
+    yield
+    from django_rexecutor.backends.notify import stop_notifiers
+
+    stop_notifiers()

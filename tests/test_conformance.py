@@ -3,7 +3,6 @@ whichever database this run uses (SQLite, or PostgreSQL with ``DATABASE_URL``)."
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -36,12 +35,6 @@ class TestDjangoBackend(BackendConformanceTests):
         """On PostgreSQL the wake-up test starts the process-wide LISTEN connection; close it
         afterwards, or the test database cannot be dropped at the end of the run."""
         yield
-        from django_rexecutor.backends import notify
+        from django_rexecutor.backends.notify import stop_notifiers
 
-        with notify._lock:
-            mine = [key for key in notify._notifiers if key[0] == os.getpid()]
-            notifiers = [notify._notifiers.pop(key) for key in mine]
-        for notifier in notifiers:
-            notifier.stop()
-            if notifier._thread is not None:
-                notifier._thread.join(timeout=5)
+        stop_notifiers()

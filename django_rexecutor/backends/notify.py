@@ -195,3 +195,13 @@ def get_notifier(alias: str) -> Notifier:
         if notifier is None or notifier.stopped:
             notifier = _notifiers[key] = Notifier(connections[alias].settings_dict, alias)
         return notifier
+
+
+def stop_notifiers(wait: float = 5.0) -> None:
+    """Stop this process's notifiers and close their connections (e.g. before a test run drops
+    its database, which PostgreSQL refuses while a LISTEN connection is open)."""
+    with _lock:
+        mine = [key for key in _notifiers if key[0] == os.getpid()]
+        notifiers = [_notifiers.pop(key) for key in mine]
+    for notifier in notifiers:
+        notifier.stop(wait=wait)
