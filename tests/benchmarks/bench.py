@@ -44,7 +44,7 @@ for _path in (REPO / "testproject", REPO):
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/rexecutor"
 SETTINGS = "tests.benchmarks.settings"
-PARTS = ("enqueue", "bulk", "drain", "drain2", "pickup", "ceiling")
+PARTS = ("enqueue", "bulk", "drain", "drain2", "pickup", "ceiling", "tasks")
 JOB_TABLES = "rexecutor_job_error, rexecutor_job, rexecutor_worker"
 STAMP_FILE = REPO / "artifacts" / "bench-stamps.txt"
 
@@ -645,6 +645,30 @@ def print_table(results: dict[str, Any]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def bench_django_tasks(opts: argparse.Namespace) -> dict[str, Any]:
+    """Django ``@task`` functions through our backend beside django-tasks-db (issue 7), in
+    their own database and settings: see ``tasks_bench``."""
+    from tests.benchmarks import tasks_bench
+
+    jobs = min(opts.jobs, 1000)  # django-tasks-db drains only a few dozen tasks a second
+    return {"rows": tasks_bench.run(opts.url, jobs=jobs, pickups=10), "jobs": jobs}
+
+
+def print_tasks_table(tasks: dict[str, Any] | None) -> None:
+    if not tasks:
+        return
+    sys.stdout.write(f"\nDjango @task functions ({tasks['jobs']:,} no-op tasks):\n\n")
+    sys.stdout.write(
+        "| backend | enqueue one by one, tasks/s | drain, tasks/s | pickup p50, ms |\n"
+    )
+    sys.stdout.write("|---|---|---|---|\n")
+    for row in tasks["rows"]:
+        drain = f"{row['drain_per_s']:,}" if row["drain_per_s"] else "-"
+        sys.stdout.write(
+            f"| {row['system']} | {row['enqueue_per_s']:,} | {drain} | {row['pickup_p50_ms']} |\n"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     create_database(opts.url, opts.synchronous_commit)
@@ -677,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         ("drain", ours, "drain_1", lambda: bench_drain(opts, 1, sample_rss=True)),
         ("drain2", ours, "drain_2", lambda: bench_drain(opts, 2, sample_rss=False)),
         ("pickup", ours, "pickup", lambda: bench_pickup(opts)),
+        ("tasks", results, "django_tasks", lambda: bench_django_tasks(opts)),
     ]
     for part, target, key, step in steps:
         if part not in opts.parts:
@@ -692,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.json_path.parent.mkdir(parents=True, exist_ok=True)
     opts.json_path.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
+    print_tasks_table(results.get("django_tasks"))
     m = results["machine"]
     sys.stdout.write(
         f"\n{m['cpu']} ({m['cores']} cores), PostgreSQL {m['postgresql']}, Python {m['python']},"
