@@ -62,6 +62,9 @@ CANCEL_POLL_INTERVAL = 0.5
 COALESCE_WINDOW = 0.005
 _MAX_RECONNECT_DELAY = 5.0
 _BACKSTOP_INTERVAL = 5.0
+#: How long the waker lets the main loop claim and start a just-announced job before it looks
+#: up the next scheduled one: both need the GIL, and the job's start is what is waited for.
+_RECHECK_DELAY = 0.01
 
 
 def default_worker_name() -> str:
@@ -200,6 +203,9 @@ class Worker:
         self._heartbeat: Heartbeat | None = None
         self._plugins: PluginRunner | None = None
         self._waker: threading.Thread | None = None
+        #: Set by the listener on job notifications and reconnects while subscribed.
+        self._recheck = threading.Event()
+        self._subscribed = False
         self._previous_handlers: dict[int, Any] = {}
 
     # -- public controls -------------------------------------------------------------------
@@ -273,6 +279,7 @@ class Worker:
             if notifier is not None:
                 notifier.start(wait=2.0)
                 notifier.subscribe(self._on_notification)
+                self._subscribed = True
         if not self.burst:
             self._waker = threading.Thread(
                 target=self._wait_for_jobs, name="rexecutor-waker", daemon=True
@@ -441,10 +448,19 @@ class Worker:
             names = self._hungry_for or list(self.executors)
             try:
                 timeout = self.poll_interval
+                self._recheck.clear()
                 due = self.backend.next_scheduled_at(names)
                 if due is not None:
                     timeout = min(timeout, (due - timezone.now()).total_seconds())
-                self.backend.wait_for_jobs(names, max(0.01, timeout))
+                if self._subscribed:
+                    # The listener wakes the main loop itself; a notification only means the
+                    # next scheduled job may have changed. Look it up once the main loop has
+                    # had the announced job started, not while it claims it.
+                    if self._recheck.wait(max(0.01, timeout)):
+                        self._closing.wait(_RECHECK_DELAY)
+                        continue
+                else:
+                    self.backend.wait_for_jobs(names, max(0.01, timeout))
             except Exception as exc:  # noqa: BLE001 - the waker must outlive any failure
                 logger.debug("Waiting for jobs failed: %s", exc)
                 drop_connection(self.backend)
@@ -458,11 +474,14 @@ class Worker:
         if channel == CANCEL_CHANNEL:
             self._last_cancel_poll = 0.0
             self._wake.set()
-        elif channel == JOBS_CHANNEL and payload in self.executors and self._hungry.is_set():
-            # Wake the main loop straight from the listener thread: one thread hand-off less
-            # than through the waker, and no notification lost while the waker is between
-            # two waits.
-            self._wake.set()
+        elif (channel == JOBS_CHANNEL and payload in self.executors) or not channel:
+            # A job became ready, or the listener reconnected (notifications may have been
+            # missed). Wake the main loop straight from the listener thread: one thread
+            # hand-off less than through the waker, and no notification lost while the waker
+            # is between two waits.
+            self._recheck.set()
+            if self._hungry.is_set():
+                self._wake.set()
 
     # -- running -----------------------------------------------------------------------------
     def _start_attempt(self, job: Job) -> None:
@@ -647,6 +666,7 @@ class Worker:
         """Release what is still running, forget this worker, stop the threads."""
         self._closing.set()
         self._hungry.set()
+        self._recheck.set()
         code = 1 if self._signals >= 2 else 0
         try:
             self._reap()
