@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -274,26 +274,20 @@ class Backend(ABC):
     def rerun_jobs(self, job_ids: Iterable[int], *, executor: str | None = None) -> BulkResult:
         """``rerun_job`` for many jobs: the eligible ones are rerun, the others reported in
         ``skipped``. Backends override this to use few statements."""
-        from ..exceptions import InvalidTransition, JobNotFound
-
-        done: list[int] = []
-        skipped: dict[int, str] = {}
-        for job_id in dict.fromkeys(job_ids):
-            try:
-                self.rerun_job(job_id, executor=executor)
-            except JobNotFound:
-                skipped[job_id] = SkipReason.NOT_FOUND
-            except InvalidTransition as exc:
-                skipped[job_id] = skip_reason(exc.status)
-            else:
-                done.append(job_id)
-        return BulkResult(tuple(done), skipped)
+        return self._each(job_ids, lambda job_id: self.rerun_job(job_id, executor=executor))
 
     def cancel_jobs(
         self, job_ids: Iterable[int], reason: str, *, executor: str | None = None
     ) -> BulkResult:
         """``cancel_job`` for many jobs: waiting ones are cancelled, running ones get a cancel
         request (listed in ``requested`` too), finished ones are skipped."""
+        return self._each(
+            job_ids, lambda job_id: self.cancel_job(job_id, reason, executor=executor)
+        )
+
+    @staticmethod
+    def _each(job_ids: Iterable[int], operation: Callable[[int], Job]) -> BulkResult:
+        """Apply a single-job ``operation`` to each id once, sorting the outcomes."""
         from ..exceptions import InvalidTransition, JobNotFound
 
         done: list[int] = []
@@ -301,7 +295,7 @@ class Backend(ABC):
         skipped: dict[int, str] = {}
         for job_id in dict.fromkeys(job_ids):
             try:
-                job = self.cancel_job(job_id, reason, executor=executor)
+                job = operation(job_id)
             except JobNotFound:
                 skipped[job_id] = SkipReason.NOT_FOUND
             except InvalidTransition as exc:
