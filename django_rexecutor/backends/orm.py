@@ -8,7 +8,6 @@ fenced by status, attempt and worker (see ``backends.base``)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -16,11 +15,11 @@ from typing import Any
 
 from django.db import connections, transaction
 from django.db.models import F, Min, Q
-from django.db.models.functions import Coalesce, Now
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..exceptions import InvalidTransition, JobNotFound
-from ..job import Job, JobError, JobId
+from ..job import Job, JobId
 from ..models import JobErrorRecord, JobRecord, WorkerRecord
 from ..query import Query
 from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
@@ -40,138 +39,23 @@ from .base import (
     snoozed_status,
 )
 from .compiler import compile_query
-
-_READY = sorted(s.value for s in READY_STATUSES)
-
-#: Columns a new job's row sets explicitly (the others keep their NULL defaults).
-_INSERT_COLUMNS = (
-    "executor, status, data, metadata, attempt, max_attempts, priority, tags, unique_key,"
-    " inserted_at, scheduled_at"
+from .sql import (
+    CLAIM_RETURNING,
+    COMPLETE_SQL,
+    COPY_SQL,
+    FENCE_CHUNK,
+    FINISHED_AT,
+    INSERT_SQL,
+    READY,
+    RESERVE_IDS_SQL,
+    SCHEDULED,
+    claimed_job,
+    hot_cursor,
+    server_bound_cursor,
+    to_datetime,
+    to_job,
+    to_json,
 )
-_JOB_TABLE = JobRecord._meta.db_table
-_SCHEDULED = JobStatus.SCHEDULED.value
-_INSERT_SQL = (
-    f"INSERT INTO {_JOB_TABLE} ({_INSERT_COLUMNS})"
-    " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s::jsonb, %s, %s, %s) RETURNING id"
-)
-_RESERVE_IDS_SQL = (
-    f"SELECT nextval(pg_get_serial_sequence('{_JOB_TABLE}', 'id')) FROM generate_series(1, %s)"
-)
-_COPY_SQL = f"COPY {_JOB_TABLE} (id, {_INSERT_COLUMNS}) FROM STDIN"
-#: What a claim returns: the fields of a claimed ``Job``, and whether the job has an error
-#: history, so that the history is fetched only for jobs that have one (usually none).
-_CLAIM_RETURNING = (
-    "id, executor, data, metadata, attempt, max_attempts, priority, tags, inserted_at,"
-    f" scheduled_at, result, EXISTS (SELECT 1 FROM {JobErrorRecord._meta.db_table} e"
-    f" WHERE e.job_id = {_JOB_TABLE}.id)"
-)
-#: ``complete_jobs``; ``IN (VALUES …)`` because SQLite takes row values only from a subquery.
-_COMPLETE_SQL = (
-    f"UPDATE {_JOB_TABLE} SET status = '{JobStatus.COMPLETE.value}', completed_at = %s"
-    f" WHERE status = '{JobStatus.EXECUTING.value}' AND cancel_requested_at IS NULL"
-    " AND (id, attempt, claimed_by) IN (VALUES {fence}) RETURNING id"
-)
-#: Claims per completion statement (3 parameters each: under SQLite's variable limit).
-_FENCE_CHUNK = 250
-#: The JSON columns' encoding (sorted keys, as ``CanonicalJSONEncoder`` writes them).
-_to_json = json.JSONEncoder(sort_keys=True).encode
-_FINISHED_AT = Coalesce("completed_at", "cancelled_at", "discarded_at")
-
-
-def _server_bound_cursor(connection: Any) -> Any:
-    """A cursor of a PostgreSQL ``connection`` that sends parameters separately from the SQL.
-
-    Django's default cursor quotes every parameter into the SQL text in Python, which costs
-    more CPU than a one-row insert itself. This one is opened and wrapped exactly as
-    ``connection.cursor()`` does (error translation, query logging, execute wrappers), and
-    prepares nothing, so it stays safe behind transaction-mode poolers."""
-    from django.db.backends.postgresql import base
-
-    factory = getattr(base, "ServerBindingCursor", None)
-    if factory is None:  # psycopg2: no server-side binding
-        return connection.cursor()
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        return connection._prepare_cursor(factory(connection.connection))
-
-
-def _cursor(connection: Any) -> Any:
-    """The cursor of the worker's hot statements (claim, completion): server-side binding on
-    PostgreSQL, where quoting the parameters into the SQL in Python costs as much CPU as the
-    statement's round trip; Django's own cursor elsewhere."""
-    if connection.vendor == "postgresql":
-        return _server_bound_cursor(connection)
-    return connection.cursor()
-
-
-def _to_datetime(value: Any, connection: Any) -> Any:
-    """A datetime read by a raw cursor: PostgreSQL gives aware values, SQLite text."""
-    if value is None or isinstance(value, datetime):
-        return value
-    return connection.ops.convert_datetimefield_value(value, None, connection)
-
-
-def _from_json(value: Any) -> Any:
-    """A JSON column read by a raw cursor (text on both databases, as Django reads it)."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
-
-
-def _claimed_job(
-    row: Sequence[Any],
-    worker_id: str,
-    attempted_at: datetime,
-    errors: Mapping[int, list[JobErrorRecord]],
-    connection: Any,
-) -> Job:
-    """The ``Job`` value of a row returned by the claim (``_CLAIM_RETURNING``)."""
-    job_id, executor, data, metadata, attempt, max_attempts, priority, tags, inserted_at = row[:9]
-    return Job(
-        id=job_id,
-        status=JobStatus.EXECUTING,
-        executor=executor,
-        data=_from_json(data),
-        metadata=_from_json(metadata),
-        attempt=attempt,
-        max_attempts=max_attempts,
-        priority=priority,
-        tags=list(_from_json(tags) or []),
-        errors=[
-            JobError(e.attempt, e.error_type, e.message, e.traceback, e.recorded_at)
-            for e in errors.get(job_id, ())
-        ],
-        inserted_at=_to_datetime(inserted_at, connection),
-        scheduled_at=_to_datetime(row[9], connection),
-        attempted_at=attempted_at,
-        claimed_by=worker_id,
-        result=_from_json(row[10]),
-    )
-
-
-def to_job(record: JobRecord, errors: Iterable[JobErrorRecord] = ()) -> Job:
-    return Job(
-        id=record.pk,
-        status=JobStatus(record.status),
-        executor=record.executor,
-        data=record.data,
-        metadata=record.metadata,
-        attempt=record.attempt,
-        max_attempts=record.max_attempts,
-        priority=record.priority,
-        tags=list(record.tags or []),
-        errors=[
-            JobError(e.attempt, e.error_type, e.message, e.traceback, e.recorded_at) for e in errors
-        ],
-        inserted_at=record.inserted_at,
-        scheduled_at=record.scheduled_at,
-        attempted_at=record.attempted_at,
-        completed_at=record.completed_at,
-        cancelled_at=record.cancelled_at,
-        discarded_at=record.discarded_at,
-        claimed_by=record.claimed_by,
-        cancel_requested_at=record.cancel_requested_at,
-        result=record.result,
-    )
 
 
 class DjangoBackend(Backend):
@@ -225,17 +109,17 @@ class DjangoBackend(Backend):
         )
 
     def _row(self, job: EnqueuableJob, now: datetime) -> tuple[Any, ...]:
-        """The values of ``_INSERT_COLUMNS`` for a new job, JSON already encoded."""
+        """The values of ``INSERT_COLUMNS`` for a new job, JSON already encoded."""
         criteria = job.uniqueness
         return (
             job.executor,
-            _SCHEDULED,
-            None if job.data is None else _to_json(job.data),
-            None if job.metadata is None else _to_json(job.metadata),
+            SCHEDULED,
+            None if job.data is None else to_json(job.data),
+            None if job.metadata is None else to_json(job.metadata),
             0,
             job.max_attempts,
             job.priority,
-            _to_json(list(job.tags)) if job.tags else "[]",
+            to_json(list(job.tags)) if job.tags else "[]",
             criteria.key_hash if criteria is not None and not criteria.disabled else None,
             now,
             job.scheduled_at,
@@ -250,8 +134,8 @@ class DjangoBackend(Backend):
             record = self._record(job)
             record.save(using=self.alias, force_insert=True)
             return int(record.pk)
-        with _server_bound_cursor(connection) as cursor:
-            cursor.execute(_INSERT_SQL, self._row(job, timezone.now()))
+        with server_bound_cursor(connection) as cursor:
+            cursor.execute(INSERT_SQL, self._row(job, timezone.now()))
             return int(cursor.fetchone()[0])
 
     def enqueue(self, job: EnqueuableJob) -> JobId:
@@ -284,9 +168,9 @@ class DjangoBackend(Backend):
         connection = connections[self.alias]
         now = timezone.now()
         with self._atomic(), connection.cursor() as cursor:
-            cursor.execute(_RESERVE_IDS_SQL, [len(jobs)])
+            cursor.execute(RESERVE_IDS_SQL, [len(jobs)])
             ids = sorted(row[0] for row in cursor.fetchall())
-            with cursor.cursor.copy(_COPY_SQL) as copy:
+            with cursor.cursor.copy(COPY_SQL) as copy:
                 for job_id, job in zip(ids, jobs, strict=True):
                     copy.write_row((job_id, *self._row(job, now)))
         return ids
@@ -334,7 +218,7 @@ class DjangoBackend(Backend):
         table = JobRecord._meta.db_table
         now = ops.adapt_datetimefield_value(timezone.now())
         lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-        ready = ", ".join(f"'{s}'" for s in _READY)
+        ready = ", ".join(f"'{s}'" for s in READY)
         selects: list[str] = []
         params: list[Any] = []
         if all(n >= limit for n in wanted.values()):
@@ -357,18 +241,18 @@ class DjangoBackend(Backend):
             f"UPDATE {table} SET status = %s, attempt = attempt + 1, attempted_at = %s,"
             f" claimed_by = %s, cancel_requested_at = NULL"
             f" WHERE id IN (SELECT id FROM ({candidates}) AS candidates LIMIT %s)"
-            f" RETURNING {_CLAIM_RETURNING}"
+            f" RETURNING {CLAIM_RETURNING}"
         )
         all_params = [JobStatus.EXECUTING.value, now, worker_id, *params, limit]
         # One statement, so autocommit makes it atomic without a BEGIN/COMMIT round trip. The
         # rows become ``Job`` values directly: model instances cost more than the claim itself.
-        with _cursor(connection) as cursor:
+        with hot_cursor(connection) as cursor:
             cursor.execute(sql, all_params)
             rows = cursor.fetchall()
         with_errors = [row[0] for row in rows if row[-1]]
         errors = self._errors_of(with_errors) if with_errors else {}
-        attempted_at = _to_datetime(now, connection)
-        jobs = [_claimed_job(row, worker_id, attempted_at, errors, connection) for row in rows]
+        attempted_at = to_datetime(now, connection)
+        jobs = [claimed_job(row, worker_id, attempted_at, errors, connection) for row in rows]
         jobs.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
         return jobs
 
@@ -381,7 +265,7 @@ class DjangoBackend(Backend):
         return out
 
     def next_scheduled_at(self, executors: Collection[str]) -> datetime | None:
-        result = self.jobs.filter(status__in=_READY, executor__in=list(executors)).aggregate(
+        result = self.jobs.filter(status__in=READY, executor__in=list(executors)).aggregate(
             at=Min("scheduled_at")
         )
         return result["at"]
@@ -492,14 +376,14 @@ class DjangoBackend(Backend):
         completed: set[int] = set()
         # One autocommitted statement per chunk (atomic on its own, one round trip), fenced
         # by (id, attempt, worker) and skipping cancel-requested jobs.
-        with _cursor(connection) as cursor:
-            for start in range(0, len(claims), _FENCE_CHUNK):
-                chunk = claims[start : start + _FENCE_CHUNK]
+        with hot_cursor(connection) as cursor:
+            for start in range(0, len(claims), FENCE_CHUNK):
+                chunk = claims[start : start + FENCE_CHUNK]
                 fence = ", ".join(["(%s, %s, %s)"] * len(chunk))
                 params: list[Any] = [now]
                 for c in chunk:
                     params += (c.job_id, c.attempt, c.worker_id)
-                cursor.execute(_COMPLETE_SQL.format(fence=fence), params)
+                cursor.execute(COMPLETE_SQL.format(fence=fence), params)
                 completed.update(row[0] for row in cursor.fetchall())
         written = len(completed)
         # The rest were cancelled meanwhile, are stale or gone: settle them one by one.
@@ -703,7 +587,7 @@ class DjangoBackend(Backend):
         if rule.except_ is not None:
             qs = qs.exclude(executor__in=sorted(rule.except_))
         if rule.status in TERMINAL_STATUSES:
-            return qs.annotate(aged_at=_FINISHED_AT)
+            return qs.annotate(aged_at=FINISHED_AT)
         return qs.annotate(aged_at=F("scheduled_at"))
 
     def _prune_rule(self, rule: PruneRule, batch_size: int) -> int:
