@@ -46,6 +46,12 @@ class EnqueuableJob:
     priority: int = 0
     uniqueness: UniquenessCriteria | None = None
 
+    @property
+    def unique_key(self) -> str | None:
+        """The stable hash stored with the job when its uniqueness rule has a key."""
+        rule = self.uniqueness
+        return rule.key_hash if rule is not None and not rule.disabled else None
+
 
 @dataclass(frozen=True)
 class ErrorDetails:

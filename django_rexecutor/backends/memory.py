@@ -104,9 +104,7 @@ class InMemoryBackend(Backend):
                 inserted_at=timezone.now(),
                 scheduled_at=job.scheduled_at,
             )
-            self._unique_keys[job_id] = (
-                criteria.key_hash if criteria is not None and not criteria.disabled else None
-            )
+            self._unique_keys[job_id] = job.unique_key
             self._notify()
             return JobId(job_id)
 

@@ -103,14 +103,11 @@ class DjangoBackend(Backend):
             tags=list(job.tags),
             scheduled_at=job.scheduled_at,
             inserted_at=timezone.now(),
-            unique_key=job.uniqueness.key_hash
-            if job.uniqueness and not job.uniqueness.disabled
-            else None,
+            unique_key=job.unique_key,
         )
 
     def _row(self, job: EnqueuableJob, now: datetime) -> tuple[Any, ...]:
         """The values of ``INSERT_COLUMNS`` for a new job, JSON already encoded."""
-        criteria = job.uniqueness
         return (
             job.executor,
             SCHEDULED,
@@ -120,7 +117,7 @@ class DjangoBackend(Backend):
             job.max_attempts,
             job.priority,
             to_json(list(job.tags)) if job.tags else "[]",
-            criteria.key_hash if criteria is not None and not criteria.disabled else None,
+            job.unique_key,
             now,
             job.scheduled_at,
         )

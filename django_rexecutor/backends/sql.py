@@ -112,15 +112,18 @@ def claimed_job(
         max_attempts=max_attempts,
         priority=priority,
         tags=list(from_json(tags) or []),
-        errors=[
-            JobError(e.attempt, e.error_type, e.message, e.traceback, e.recorded_at)
-            for e in errors.get(job_id, ())
-        ],
+        errors=[to_job_error(e) for e in errors.get(job_id, ())],
         inserted_at=to_datetime(inserted_at, connection),
         scheduled_at=to_datetime(row[9], connection),
         attempted_at=attempted_at,
         claimed_by=worker_id,
         result=from_json(row[10]),
+    )
+
+
+def to_job_error(record: JobErrorRecord) -> JobError:
+    return JobError(
+        record.attempt, record.error_type, record.message, record.traceback, record.recorded_at
     )
 
 
@@ -135,9 +138,7 @@ def to_job(record: JobRecord, errors: Iterable[JobErrorRecord] = ()) -> Job:
         max_attempts=record.max_attempts,
         priority=record.priority,
         tags=list(record.tags or []),
-        errors=[
-            JobError(e.attempt, e.error_type, e.message, e.traceback, e.recorded_at) for e in errors
-        ],
+        errors=[to_job_error(e) for e in errors],
         inserted_at=record.inserted_at,
         scheduled_at=record.scheduled_at,
         attempted_at=record.attempted_at,
