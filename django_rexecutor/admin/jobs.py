@@ -95,6 +95,22 @@ class JobErrorInline(admin.TabularInline):
         return format_html('<pre class="rx-traceback">{}</pre>', error.traceback)
 
 
+#: The detail page's sections (all read-only).
+_SUMMARY = ("id", "executor", "status_badge", "attempts", "priority", "tag_list")
+_PAYLOAD = ("data_json", "metadata_json", "result_json")
+_TIMES = (
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "cancelled_at",
+    "discarded_at",
+    "cancel_requested_at",
+    "cancel_reason",
+)
+_INTERNALS = ("claimed_by", "unique_key")
+
+
 @admin.register(JobRecord)
 class JobRecordAdmin(admin.ModelAdmin):
     list_display = [
@@ -122,46 +138,13 @@ class JobRecordAdmin(admin.ModelAdmin):
     actions = [rerun_selected, cancel_selected]
     inlines = [JobErrorInline]
     fieldsets = [
-        (None, {"fields": ["id", "executor", "status_badge", "attempts", "priority", "tag_list"]}),
-        (_("Payload"), {"fields": ["data_json", "metadata_json", "result_json"]}),
-        (
-            _("Times"),
-            {
-                "fields": [
-                    "inserted_at",
-                    "scheduled_at",
-                    "attempted_at",
-                    "completed_at",
-                    "cancelled_at",
-                    "discarded_at",
-                    "cancel_requested_at",
-                    "cancel_reason",
-                ]
-            },
-        ),
-        (_("Internals"), {"fields": ["claimed_by", "unique_key"], "classes": ["collapse"]}),
+        (None, {"fields": _SUMMARY}),
+        (_("Payload"), {"fields": _PAYLOAD}),
+        (_("Times"), {"fields": _TIMES}),
+        (_("Internals"), {"fields": _INTERNALS, "classes": ["collapse"]}),
     ]
-    readonly_fields = [
-        "id",
-        "executor",
-        "status_badge",
-        "attempts",
-        "priority",
-        "tag_list",
-        "data_json",
-        "metadata_json",
-        "result_json",
-        "inserted_at",
-        "scheduled_at",
-        "attempted_at",
-        "completed_at",
-        "cancelled_at",
-        "discarded_at",
-        "cancel_requested_at",
-        "cancel_reason",
-        "claimed_by",
-        "unique_key",
-    ]
+    # Every field shown is read-only: jobs change only through the actions.
+    readonly_fields = [*_SUMMARY, *_PAYLOAD, *_TIMES, *_INTERNALS]
 
     # -- queries -------------------------------------------------------------------------
     def get_queryset(self, request: HttpRequest) -> QuerySet[JobRecord]:
