@@ -23,6 +23,7 @@ from django_rexecutor.status import JobStatus
 from tests.test_admin_helpers import fast_password_hashing, make_job, statuses  # noqa: F401
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
@@ -144,7 +145,11 @@ def seed() -> dict[str, Any]:
 
 
 def wait(driver: Any, condition: Any, timeout: float = 10) -> Any:
-    return WebDriverWait(driver, timeout).until(condition)
+    # The dashboard replaces its panels when it refreshes, so an element found a moment ago
+    # may be gone by the time it is read: look again rather than fail.
+    return WebDriverWait(
+        driver, timeout, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(condition)
 
 
 def test_operator_session_in_a_real_browser(browser: Any, live_server: Any) -> None:
