@@ -4,15 +4,13 @@ instance, so the order of a chain never changes the rule it builds."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
 
 from django_rexecutor import Executor, Job, JobStatus, Replace, UniquenessCriteria
 from django_rexecutor.models import JobRecord
-
-Step = Callable[[object], object]
 
 HOUR = timedelta(hours=1)
 REPLACE = Replace.data()
@@ -41,7 +39,7 @@ EXPECTED = UniquenessCriteria(
 )
 
 
-def _chain(start: object, steps: list[tuple[str, tuple[object, ...]]]) -> object:
+def _chain(start: object, steps: Sequence[tuple[str, tuple[object, ...]]]) -> object:
     value = start
     for name, args in steps:
         value = getattr(value, name)(*args)
@@ -69,7 +67,8 @@ def test_every_order_of_replace_steps_builds_the_same_replace() -> None:
     expected = Replace(
         fields=frozenset(names), statuses=frozenset({JobStatus.SCHEDULED, JobStatus.RETRYABLE})
     )
-    steps = [(name, ()) for name in names] + [("for_statuses", (["scheduled", "retryable"],))]
+    steps: list[tuple[str, tuple[object, ...]]] = [(name, ()) for name in names]
+    steps.append(("for_statuses", (["scheduled", "retryable"],)))
     for order in itertools.permutations(steps):
         assert _chain(Replace, list(order)) == expected, [name for name, _ in order]
         mixed = [(f"and_{n}" if i % 2 and n in names else n, a) for i, (n, a) in enumerate(order)]
