@@ -188,11 +188,9 @@ class DjangoBackend(Backend):
             qs = qs.filter(unique_key=criteria.key_hash)
         if criteria.executor:
             qs = qs.filter(executor=job.executor)
-        if criteria.window is not None:
-            qs = qs.filter(
-                scheduled_at__gte=job.scheduled_at - criteria.window,
-                scheduled_at__lte=job.scheduled_at + criteria.window,
-            )
+        bounds = criteria.window_bounds(job.scheduled_at)
+        if bounds is not None:
+            qs = qs.filter(scheduled_at__range=bounds)
         return qs.select_for_update().order_by("id").first()
 
     def _apply_replace(
