@@ -38,3 +38,10 @@ class EncodeDecodeError(RexecutorError, ValueError):
 
 class BackendError(RexecutorError):
     """The storage behind a backend failed (database unreachable, unexpected state)."""
+
+
+class UniquenessConflict(RexecutorError):
+    """A unique enqueue inside the caller's ``REPEATABLE READ`` or ``SERIALIZABLE`` transaction
+    met an enqueue for the same rule that committed after this transaction's snapshot was
+    taken: the duplicate check cannot see that job, so nothing was inserted. Roll back and
+    retry the whole transaction. ``__cause__`` is the database's serialization failure."""

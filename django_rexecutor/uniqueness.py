@@ -17,6 +17,10 @@ from .status import JobStatus
 
 _UNSET: Any = object()
 
+#: Rows of the PostgreSQL uniqueness lock table (``models.UniquenessLockRecord``): rules whose
+#: lock ids share a slot serialise against each other, so there are plenty of them.
+LOCK_SLOTS = 65_536
+
 #: The longest meaningful window: no two datetimes are further apart.
 MAX_WINDOW = datetime.max - datetime.min
 
@@ -193,7 +197,7 @@ class UniquenessCriteria:
         return _shifted(at, -self.window), _shifted(at, self.window)
 
     def lock_id(self, executor: str) -> int:
-        """A signed 64-bit number identifying what this rule compares, for advisory locks:
+        """A signed 64-bit number identifying what this rule compares, for locks:
         two enqueues that could conflict always compute the same number. A keyed rule locks
         on the key alone, because rules with the same key match each other's jobs whether or
         not they also name the executor."""
@@ -202,3 +206,7 @@ class UniquenessCriteria:
         else:
             scope = {"key": None, "executor": executor if self.executor else None}
         return int(stable_hash(scope)[:16], 16) - (1 << 63)
+
+    def lock_slot(self, executor: str) -> int:
+        """The row of the uniqueness lock table this rule's enqueues meet at."""
+        return self.lock_id(executor) % LOCK_SLOTS

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import F, Min, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from ..exceptions import InvalidTransition, JobNotFound
+from ..exceptions import InvalidTransition, JobNotFound, UniquenessConflict
 from ..job import Job, JobId
-from ..models import JobErrorRecord, JobRecord, WorkerRecord
+from ..models import JobErrorRecord, JobRecord, UniquenessLockRecord, WorkerRecord
 from ..query import Query
 from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
 from ..uniqueness import UniquenessCriteria
@@ -56,6 +56,33 @@ from .sql import (
     to_job,
     to_json,
 )
+
+_LOCK_TABLE = UniquenessLockRecord._meta.db_table
+#: Take the lock row of a uniqueness slot (see ``UniquenessLockRecord``).
+LOCK_SLOT_SQL = (
+    f"INSERT INTO {_LOCK_TABLE} (slot, version) VALUES (%s, 1)"
+    f" ON CONFLICT (slot) DO UPDATE SET version = {_LOCK_TABLE}.version + 1"
+)
+_CONFLICT_MESSAGE = (
+    "A concurrent enqueue for the same uniqueness rule committed after this transaction's "
+    "snapshot was taken (isolation level REPEATABLE READ or SERIALIZABLE), so its job cannot "
+    "be seen here and nothing was enqueued. Roll back and retry the whole transaction, or "
+    "enqueue outside it (or in a READ COMMITTED one)."
+)
+
+
+def _snapshot_per_transaction(connection: Any) -> bool:
+    """Whether the connection's transactions read one snapshot throughout (``REPEATABLE READ``
+    or ``SERIALIZABLE`` in the alias's ``OPTIONS``)."""
+    from django.db.backends.postgresql.psycopg_any import IsolationLevel
+
+    level = getattr(connection, "isolation_level", IsolationLevel.READ_COMMITTED)
+    return level in (IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE)
+
+
+def _is_serialization_failure(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return getattr(cause, "sqlstate", None) == "40001" or getattr(cause, "pgcode", None) == "40001"
 
 
 class DjangoBackend(Backend):
@@ -139,18 +166,54 @@ class DjangoBackend(Backend):
         criteria = job.uniqueness
         if criteria is None or criteria.disabled:
             return JobId(self._insert(job))
-        with self._atomic():
-            self._lock(criteria.lock_id(job.executor))
-            existing = self._find_duplicate(job, criteria)
-            if existing is not None:
-                self._apply_replace(existing, job, criteria)
-                return JobId(existing.pk, inserted=False)
-            return JobId(self._insert(job))
+        with self._unique_transaction():
+            return self._enqueue_unique(job, criteria)
+
+    def _enqueue_unique(self, job: EnqueuableJob, criteria: UniquenessCriteria) -> JobId:
+        """The duplicate check and the insert, inside ``_unique_transaction``."""
+        self._lock(criteria.lock_slot(job.executor))
+        existing = self._find_duplicate(job, criteria)
+        if existing is not None:
+            self._apply_replace(existing, job, criteria)
+            return JobId(existing.pk, inserted=False)
+        return JobId(self._insert(job))
+
+    @contextlib.contextmanager
+    def _unique_transaction(self) -> Iterator[None]:
+        """A transaction (a savepoint inside the caller's) in which unique enqueues see every
+        job committed before their lock was granted.
+
+        Under ``REPEATABLE READ`` and ``SERIALIZABLE`` a transaction reads the snapshot taken
+        by its first statement, so an enqueue that waited for the lock could not see the job
+        whose commit released it. A transaction of our own is therefore made
+        ``READ COMMITTED``; inside the caller's transaction, the lock row's upsert fails with a
+        serialization error in that case, which becomes ``UniquenessConflict``."""
+        connection = connections[self.alias]
+        own = not connection.in_atomic_block and connection.get_autocommit()
+        try:
+            with self._atomic():
+                if (
+                    own
+                    and connection.vendor == "postgresql"
+                    and _snapshot_per_transaction(connection)
+                ):
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                yield
+        except OperationalError as exc:
+            if _is_serialization_failure(exc):
+                raise UniquenessConflict(_CONFLICT_MESSAGE) from exc
+            raise
 
     def enqueue_many(self, jobs: Sequence[EnqueuableJob]) -> list[JobId]:
         if any(j.uniqueness is not None and not j.uniqueness.disabled for j in jobs):
-            with self._atomic():
-                return [self.enqueue(j) for j in jobs]
+            with self._unique_transaction():
+                return [
+                    self._enqueue_unique(j, j.uniqueness)
+                    if j.uniqueness is not None and not j.uniqueness.disabled
+                    else JobId(self._insert(j))
+                    for j in jobs
+                ]
         if not jobs:
             return []
         if self.vendor == "postgresql":
@@ -172,11 +235,11 @@ class DjangoBackend(Backend):
                     copy.write_row((job_id, *self._row(job, now)))
         return ids
 
-    def _lock(self, lock_id: int) -> None:
+    def _lock(self, slot: int) -> None:
         """Serialise enqueues that could conflict until this transaction ends."""
         with connections[self.alias].cursor() as cursor:
             if self.vendor == "postgresql":
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+                cursor.execute(LOCK_SLOT_SQL, [slot])
             else:
                 # A write statement takes SQLite's write lock for the rest of the
                 # transaction, so no other process can insert a duplicate meanwhile.
