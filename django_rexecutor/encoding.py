@@ -118,6 +118,11 @@ def stable_hash(value: JSONValue) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
+#: The JSON columns' text (sorted keys, ASCII, as ``CanonicalJSONEncoder`` writes them), which
+#: raw SQL sends and ``MAX_PAYLOAD_BYTES`` measures.
+to_json = json.JSONEncoder(sort_keys=True).encode
+
+
 class CanonicalJSONEncoder(json.JSONEncoder):
     """Encoder for the job model's JSON columns: sorted keys make exact-equality lookups agree
     on SQLite (text comparison) and PostgreSQL (``jsonb`` comparison)."""

@@ -14,7 +14,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_rexecutor import EncodeDecodeError, Executor, Job, RexecutorError, UniquenessCriteria
+from django_rexecutor.conf import DEFAULTS
 from django_rexecutor.encoding import MAX_DEPTH
+from django_rexecutor.exceptions import PayloadTooLarge
 from django_rexecutor.models import JobRecord
 
 pytestmark = pytest.mark.django_db
@@ -119,3 +121,14 @@ def test_the_callers_transaction_stays_usable_after_a_rejected_value() -> None:
     assert list(JobRecord.objects.filter(executor=Limits.name).values_list("pk", flat=True)) == [
         kept
     ]
+
+
+def test_a_payload_over_the_default_limit_is_refused(nothing_stored: None) -> None:
+    limit = DEFAULTS["MAX_PAYLOAD_BYTES"]
+    huge = "x" * limit  # its JSON text has two quotes more
+    with pytest.raises(PayloadTooLarge, match=f"data is {limit + 2} bytes of JSON") as info:
+        Limits.enqueue(huge)
+    assert isinstance(info.value, EncodeDecodeError)
+    assert "MAX_PAYLOAD_BYTES" in str(info.value)
+    with pytest.raises(PayloadTooLarge):
+        Limits.enqueue_many([{"data": 1}, {"metadata": {"blob": huge}}])

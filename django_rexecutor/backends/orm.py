@@ -18,12 +18,15 @@ from django.db.models import F, Min, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from ..conf import rexecutor_settings
+from ..encoding import to_json
 from ..exceptions import InvalidTransition, JobNotFound, UniquenessConflict
 from ..job import Job, JobId
 from ..models import JobErrorRecord, JobRecord, UniquenessLockRecord, WorkerRecord
 from ..query import Query
 from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
 from ..uniqueness import UniquenessCriteria
+from ..validation import check_payload_size, check_payloads
 from .base import (
     Backend,
     BulkResult,
@@ -54,7 +57,6 @@ from .sql import (
     server_bound_cursor,
     to_datetime,
     to_job,
-    to_json,
 )
 
 _LOCK_TABLE = UniquenessLockRecord._meta.db_table
@@ -119,7 +121,8 @@ class DjangoBackend(Backend):
         return transaction.atomic(using=self.alias)
 
     # -- enqueue -------------------------------------------------------------------------
-    def _record(self, job: EnqueuableJob) -> JobRecord:
+    def _record(self, job: EnqueuableJob, limit: int | None) -> JobRecord:
+        check_payloads(job, limit)
         return JobRecord(
             executor=job.executor,
             status=JobStatus.SCHEDULED,
@@ -133,17 +136,23 @@ class DjangoBackend(Backend):
             unique_key=job.unique_key,
         )
 
-    def _row(self, job: EnqueuableJob, now: datetime) -> tuple[Any, ...]:
-        """The values of ``INSERT_COLUMNS`` for a new job, JSON already encoded."""
+    def _row(self, job: EnqueuableJob, now: datetime, limit: int | None) -> tuple[Any, ...]:
+        """The values of ``INSERT_COLUMNS`` for a new job, JSON already encoded (and checked
+        against ``MAX_PAYLOAD_BYTES`` as it is)."""
+        data, metadata = (
+            None if value is None else check_payload_size(to_json(value), what=what, limit=limit)
+            for what, value in (("data", job.data), ("metadata", job.metadata))
+        )
+        tags = check_payload_size(to_json(job.tags), what="tags", limit=limit) if job.tags else "[]"
         return (
             job.executor,
             SCHEDULED,
-            None if job.data is None else to_json(job.data),
-            None if job.metadata is None else to_json(job.metadata),
+            data,
+            metadata,
             0,
             job.max_attempts,
             job.priority,
-            to_json(list(job.tags)) if job.tags else "[]",
+            tags,
             job.unique_key,
             now,
             job.scheduled_at,
@@ -154,18 +163,22 @@ class DjangoBackend(Backend):
         on the alias's cursor (so it joins the caller's transaction), without a model
         instance: ``Model.save()`` costs more CPU than the database round trip itself."""
         connection = connections[self.alias]
+        limit = rexecutor_settings.MAX_PAYLOAD_BYTES
         if connection.vendor != "postgresql":
-            record = self._record(job)
+            record = self._record(job, limit)
             record.save(using=self.alias, force_insert=True)
             return int(record.pk)
+        row = self._row(job, timezone.now(), limit)
         with server_bound_cursor(connection) as cursor:
-            cursor.execute(INSERT_SQL, self._row(job, timezone.now()))
+            cursor.execute(INSERT_SQL, row)
             return int(cursor.fetchone()[0])
 
     def enqueue(self, job: EnqueuableJob) -> JobId:
         criteria = job.uniqueness
         if criteria is None or criteria.disabled:
             return JobId(self._insert(job))
+        # Checked before the lock: a conflicting enqueue may write this data into another job.
+        check_payloads(job, rexecutor_settings.MAX_PAYLOAD_BYTES)
         with self._unique_transaction():
             return self._enqueue_unique(job, criteria)
 
@@ -206,7 +219,10 @@ class DjangoBackend(Backend):
             raise
 
     def enqueue_many(self, jobs: Sequence[EnqueuableJob]) -> list[JobId]:
+        limit = rexecutor_settings.MAX_PAYLOAD_BYTES
         if any(j.uniqueness is not None and not j.uniqueness.disabled for j in jobs):
+            for job in jobs:  # all checked before anything is written
+                check_payloads(job, limit)
             with self._unique_transaction():
                 return [
                     self._enqueue_unique(j, j.uniqueness)
@@ -217,22 +233,23 @@ class DjangoBackend(Backend):
         if not jobs:
             return []
         if self.vendor == "postgresql":
-            return [JobId(i) for i in self._copy_in(jobs)]
-        records = self.jobs.bulk_create([self._record(j) for j in jobs], batch_size=5000)
+            return [JobId(i) for i in self._copy_in(jobs, limit)]
+        records = self.jobs.bulk_create([self._record(j, limit) for j in jobs], batch_size=5000)
         return [JobId(r.pk) for r in records]
 
-    def _copy_in(self, jobs: Sequence[EnqueuableJob]) -> list[int]:
+    def _copy_in(self, jobs: Sequence[EnqueuableJob], limit: int | None) -> list[int]:
         """Bulk insert with ``COPY``: reserve the ids from the table's sequence in one query,
         then stream the rows with those ids, so they come back in order without ``RETURNING``
         (which ``COPY`` lacks). The insert trigger still fires once for the statement."""
         connection = connections[self.alias]
         now = timezone.now()
+        rows = [self._row(job, now, limit) for job in jobs]  # every row checked before the COPY
         with self._atomic(), connection.cursor() as cursor:
             cursor.execute(RESERVE_IDS_SQL, [len(jobs)])
             ids = sorted(row[0] for row in cursor.fetchall())
             with cursor.cursor.copy(COPY_SQL) as copy:
-                for job_id, job in zip(ids, jobs, strict=True):
-                    copy.write_row((job_id, *self._row(job, now)))
+                for job_id, row in zip(ids, rows, strict=True):
+                    copy.write_row((job_id, *row))
         return ids
 
     def _lock(self, slot: int) -> None:
