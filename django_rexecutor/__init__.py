@@ -17,7 +17,9 @@ from .exceptions import (
     EncodeDecodeError,
     InvalidTransition,
     JobNotFound,
+    PayloadTooLarge,
     RexecutorError,
+    UniquenessConflict,
 )
 from .executor import Executor
 from .job import Job, JobError, JobId
@@ -51,9 +53,11 @@ __all__ = [
     "JobId",
     "JobNotFound",
     "JobStatus",
+    "PayloadTooLarge",
     "Replace",
     "RexecutorError",
     "Snooze",
+    "UniquenessConflict",
     "UniquenessCriteria",
     "Where",
 ]

@@ -97,9 +97,15 @@ class JobBuilder:
             delay = timedelta(0)  # in the past means due now
         elif isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay < 0:
             delay = 0
-        return replace(
-            self, schedule_delay=to_timedelta(delay, name="schedule_in"), scheduled_at=None
-        )
+        delta = to_timedelta(delay, name="schedule_in")
+        try:
+            timezone.now() + delta
+        except OverflowError:
+            raise ValueError(
+                f"schedule_in({delta!r}) reaches past the last datetime (year 9999); "
+                "pass a shorter delay."
+            ) from None
+        return replace(self, schedule_delay=delta, scheduled_at=None)
 
     def unique(self, criteria: UniquenessCriteria) -> JobBuilder:
         if not isinstance(criteria, UniquenessCriteria):

@@ -20,6 +20,7 @@ def register() -> None:
     checks.register(check_settings, "django_rexecutor")
     checks.register(check_database, "django_rexecutor", checks.Tags.database)
     checks.register(check_pgtrigger, "django_rexecutor")
+    checks.register(check_enqueue, "django_rexecutor")
     from .plugins.cron import check_cron
     from .plugins.pruner import check_pruner
 
@@ -111,3 +112,48 @@ def check_pgtrigger(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> 
             )
         ]
     return []
+
+
+#: Database vendors whose locking the Django backend's uniqueness guarantee is built on.
+_UNIQUENESS_VENDORS = ("postgresql", "sqlite")
+
+
+def check_enqueue(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
+    """Settings and databases under which enqueue cannot keep its promises."""
+    from .backends import _load
+    from .backends.orm import DjangoBackend
+    from .conf import rexecutor_settings
+    from .exceptions import ConfigurationError
+
+    errors: list[Any] = []
+    raw = getattr(settings, "REXECUTOR", None)
+    if isinstance(raw, dict) and "MAX_PAYLOAD_BYTES" in raw:
+        limit = raw["MAX_PAYLOAD_BYTES"]
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            errors.append(
+                _error(
+                    'REXECUTOR["MAX_PAYLOAD_BYTES"] must be a positive int (bytes) or None, '
+                    f"got {limit!r}.",
+                    "E031",
+                )
+            )
+    try:
+        uses_django_backend = isinstance(_load(rexecutor_settings.BACKEND), DjangoBackend)
+    except ConfigurationError:
+        uses_django_backend = False  # reported as E006
+    alias = rexecutor_settings.DATABASE
+    if uses_django_backend and alias in settings.DATABASES:
+        vendor = connections[alias].vendor
+        if vendor not in _UNIQUENESS_VENDORS:
+            errors.append(
+                _error(
+                    f"The job database {alias!r} is {vendor}: the Django backend keeps "
+                    "uniqueness rules (and claims jobs safely) only on PostgreSQL and SQLite, "
+                    "whose locking it relies on.",
+                    "E030",
+                    hint="Point REXECUTOR['DATABASE'] at a PostgreSQL or SQLite alias.",
+                )
+            )
+    return errors

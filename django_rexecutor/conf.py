@@ -23,6 +23,10 @@ DEFAULTS: dict[str, Any] = {
     "SHUTDOWN_TIMEOUT": 30,
     "CRON": [],
     "PRUNER": None,
+    # Bytes of JSON each of a new job's data, metadata and tags may take (None: no limit). Far
+    # below PostgreSQL's jsonb limit (256 MB of binary jsonb, which can be several times its
+    # text) and SQLite's 1 GB, so a job that passes is never refused by the database.
+    "MAX_PAYLOAD_BYTES": 16 * 1024 * 1024,
 }
 
 
@@ -72,6 +76,11 @@ class Settings:
     @property
     def CRON(self) -> list[dict[str, Any]]:
         return list(self.get("CRON") or [])
+
+    @property
+    def MAX_PAYLOAD_BYTES(self) -> int | None:
+        value = self.get("MAX_PAYLOAD_BYTES")
+        return None if value is None else int(value)
 
     @property
     def PRUNER(self) -> dict[str, Any] | None:

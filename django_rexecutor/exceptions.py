@@ -36,5 +36,28 @@ class EncodeDecodeError(RexecutorError, ValueError):
     """A value is not JSON-native (or stored JSON could not be decoded)."""
 
 
+class PayloadTooLarge(EncodeDecodeError):
+    """A new job's data, metadata or tags encode to more JSON than ``MAX_PAYLOAD_BYTES`` (or
+    than the database accepts); ``.what``, ``.size`` and ``.limit`` say which and by how much."""
+
+    def __init__(self, what: str, size: int, limit: int | None, detail: str = "") -> None:
+        self.what = what
+        self.size = size
+        self.limit = limit
+        bound = f'REXECUTOR["MAX_PAYLOAD_BYTES"] = {limit}' if limit else "what the database takes"
+        text = f"The job's {what} is {size} bytes of JSON, more than {bound}."
+        super().__init__(
+            f"{text} {detail}".strip() + " Store large content elsewhere (a file, a table) "
+            "and pass a reference to it."
+        )
+
+
 class BackendError(RexecutorError):
     """The storage behind a backend failed (database unreachable, unexpected state)."""
+
+
+class UniquenessConflict(RexecutorError):
+    """A unique enqueue inside the caller's ``REPEATABLE READ`` or ``SERIALIZABLE`` transaction
+    met an enqueue for the same rule that committed after this transaction's snapshot was
+    taken: the duplicate check cannot see that job, so nothing was inserted. Roll back and
+    retry the whole transaction. ``__cause__`` is the database's serialization failure."""

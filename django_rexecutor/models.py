@@ -1,4 +1,4 @@
-"""Database tables: jobs, their error history, live workers and cron ticks.
+"""Database tables: jobs, their error history, live workers, cron ticks and uniqueness locks.
 
 The ORM classes are named ``*Record`` so they never clash with the ``Job`` value that executors
 receive (``django_rexecutor.Job``)."""
@@ -221,3 +221,23 @@ class CronTickRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.tick_at:%Y-%m-%d %H:%M:%S}"
+
+
+class UniquenessLockRecord(models.Model):
+    """The rows unique enqueues meet at on PostgreSQL: each upserts the row of its rule's slot
+    (``UniquenessCriteria.lock_slot``) before looking for a duplicate. The row lock serialises
+    enqueues that could conflict; and a transaction whose snapshot predates a concurrent
+    enqueue's commit (``REPEATABLE READ``, ``SERIALIZABLE``), whose duplicate check therefore
+    cannot see that job, fails on the upsert with a serialization error instead of inserting
+    a duplicate. A fixed number of slots keeps the table small however many keys are used."""
+
+    slot = models.IntegerField(_("slot"), primary_key=True)
+    version = models.BigIntegerField(_("version"), default=0)
+
+    class Meta:
+        db_table = "rexecutor_uniqueness_lock"
+        verbose_name = _("uniqueness lock")
+        verbose_name_plural = _("uniqueness locks")
+
+    def __str__(self) -> str:
+        return f"slot {self.slot}"

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from .encoding import to_json_native
+from .encoding import to_json, to_json_native
+from .exceptions import PayloadTooLarge
+
+if TYPE_CHECKING:
+    from .backends.base import EnqueuableJob
 
 
 def check_max_attempts(value: object) -> int:
@@ -54,3 +59,21 @@ def check_aware(value: object, *, name: str) -> datetime:
             "(e.g. django.utils.timezone.now() + timedelta(...))."
         )
     return value
+
+
+def check_payload_size(text: str, *, what: str, limit: int | None) -> str:
+    """``text``, the JSON of one column of a new job, unless it is longer than ``limit`` bytes
+    (it is ASCII: ``to_json`` escapes everything else)."""
+    if limit is not None and len(text) > limit:
+        raise PayloadTooLarge(what, len(text), limit)
+    return text
+
+
+def check_payloads(job: EnqueuableJob, limit: int | None) -> None:
+    """Check every JSON column of a new job against ``limit`` (``MAX_PAYLOAD_BYTES``), for the
+    paths that do not encode the row themselves."""
+    if limit is None:
+        return
+    for what, value in (("data", job.data), ("metadata", job.metadata), ("tags", job.tags)):
+        if value is not None:
+            check_payload_size(to_json(value), what=what, limit=limit)

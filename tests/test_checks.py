@@ -145,6 +145,7 @@ def test_defaults() -> None:
         "SHUTDOWN_TIMEOUT": 30,
         "CRON": [],
         "PRUNER": None,
+        "MAX_PAYLOAD_BYTES": 16 * 1024 * 1024,
     }
     with override_settings(REXECUTOR={}):
         assert rexecutor_settings.CONCURRENCY == 10

@@ -16,13 +16,20 @@ from typing import Any
 
 from django.utils import timezone
 
+from ..conf import rexecutor_settings
 from ..encoding import to_json_native
 from ..exceptions import InvalidTransition, JobNotFound
 from ..job import Job, JobError, JobId
 from ..query import Query
 from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
 from ..uniqueness import UniquenessCriteria
-from ..validation import check_aware, check_max_attempts, check_priority, check_tags
+from ..validation import (
+    check_aware,
+    check_max_attempts,
+    check_payloads,
+    check_priority,
+    check_tags,
+)
 from .base import (
     Backend,
     Claim,
@@ -78,6 +85,7 @@ class InMemoryBackend(Backend):
 
     # -- enqueue -------------------------------------------------------------------------
     def enqueue(self, job: EnqueuableJob) -> JobId:
+        check_payloads(job, rexecutor_settings.MAX_PAYLOAD_BYTES)
         with self._lock:
             criteria = job.uniqueness
             if criteria is not None and not criteria.disabled:
@@ -124,6 +132,9 @@ class InMemoryBackend(Backend):
         return None
 
     def enqueue_many(self, jobs: Sequence[EnqueuableJob]) -> list[JobId]:
+        limit = rexecutor_settings.MAX_PAYLOAD_BYTES
+        for job in jobs:  # all checked before anything is stored
+            check_payloads(job, limit)
         with self._lock:
             return [self.enqueue(j) for j in jobs]
 

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import F, Min, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from ..exceptions import InvalidTransition, JobNotFound
+from ..conf import rexecutor_settings
+from ..encoding import to_json
+from ..exceptions import InvalidTransition, JobNotFound, UniquenessConflict
 from ..job import Job, JobId
-from ..models import JobErrorRecord, JobRecord, WorkerRecord
+from ..models import JobErrorRecord, JobRecord, UniquenessLockRecord, WorkerRecord
 from ..query import Query
 from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
 from ..uniqueness import UniquenessCriteria
+from ..validation import check_payload_size, check_payloads
 from .base import (
     Backend,
     BulkResult,
@@ -54,8 +57,34 @@ from .sql import (
     server_bound_cursor,
     to_datetime,
     to_job,
-    to_json,
 )
+
+_LOCK_TABLE = UniquenessLockRecord._meta.db_table
+#: Take the lock row of a uniqueness slot (see ``UniquenessLockRecord``).
+LOCK_SLOT_SQL = (
+    f"INSERT INTO {_LOCK_TABLE} (slot, version) VALUES (%s, 1)"
+    f" ON CONFLICT (slot) DO UPDATE SET version = {_LOCK_TABLE}.version + 1"
+)
+_CONFLICT_MESSAGE = (
+    "A concurrent enqueue for the same uniqueness rule committed after this transaction's "
+    "snapshot was taken (isolation level REPEATABLE READ or SERIALIZABLE), so its job cannot "
+    "be seen here and nothing was enqueued. Roll back and retry the whole transaction, or "
+    "enqueue outside it (or in a READ COMMITTED one)."
+)
+
+
+def _snapshot_per_transaction(connection: Any) -> bool:
+    """Whether the connection's transactions read one snapshot throughout (``REPEATABLE READ``
+    or ``SERIALIZABLE`` in the alias's ``OPTIONS``)."""
+    from django.db.backends.postgresql.psycopg_any import IsolationLevel
+
+    level = getattr(connection, "isolation_level", IsolationLevel.READ_COMMITTED)
+    return level in (IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE)
+
+
+def _is_serialization_failure(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return getattr(cause, "sqlstate", None) == "40001" or getattr(cause, "pgcode", None) == "40001"
 
 
 class DjangoBackend(Backend):
@@ -92,7 +121,8 @@ class DjangoBackend(Backend):
         return transaction.atomic(using=self.alias)
 
     # -- enqueue -------------------------------------------------------------------------
-    def _record(self, job: EnqueuableJob) -> JobRecord:
+    def _record(self, job: EnqueuableJob, limit: int | None) -> JobRecord:
+        check_payloads(job, limit)
         return JobRecord(
             executor=job.executor,
             status=JobStatus.SCHEDULED,
@@ -106,17 +136,23 @@ class DjangoBackend(Backend):
             unique_key=job.unique_key,
         )
 
-    def _row(self, job: EnqueuableJob, now: datetime) -> tuple[Any, ...]:
-        """The values of ``INSERT_COLUMNS`` for a new job, JSON already encoded."""
+    def _row(self, job: EnqueuableJob, now: datetime, limit: int | None) -> tuple[Any, ...]:
+        """The values of ``INSERT_COLUMNS`` for a new job, JSON already encoded (and checked
+        against ``MAX_PAYLOAD_BYTES`` as it is)."""
+        data, metadata = (
+            None if value is None else check_payload_size(to_json(value), what=what, limit=limit)
+            for what, value in (("data", job.data), ("metadata", job.metadata))
+        )
+        tags = check_payload_size(to_json(job.tags), what="tags", limit=limit) if job.tags else "[]"
         return (
             job.executor,
             SCHEDULED,
-            None if job.data is None else to_json(job.data),
-            None if job.metadata is None else to_json(job.metadata),
+            data,
+            metadata,
             0,
             job.max_attempts,
             job.priority,
-            to_json(list(job.tags)) if job.tags else "[]",
+            tags,
             job.unique_key,
             now,
             job.scheduled_at,
@@ -127,56 +163,100 @@ class DjangoBackend(Backend):
         on the alias's cursor (so it joins the caller's transaction), without a model
         instance: ``Model.save()`` costs more CPU than the database round trip itself."""
         connection = connections[self.alias]
+        limit = rexecutor_settings.MAX_PAYLOAD_BYTES
         if connection.vendor != "postgresql":
-            record = self._record(job)
+            record = self._record(job, limit)
             record.save(using=self.alias, force_insert=True)
             return int(record.pk)
+        row = self._row(job, timezone.now(), limit)
         with server_bound_cursor(connection) as cursor:
-            cursor.execute(INSERT_SQL, self._row(job, timezone.now()))
+            cursor.execute(INSERT_SQL, row)
             return int(cursor.fetchone()[0])
 
     def enqueue(self, job: EnqueuableJob) -> JobId:
         criteria = job.uniqueness
         if criteria is None or criteria.disabled:
             return JobId(self._insert(job))
-        with self._atomic():
-            self._lock(criteria.lock_id(job.executor))
-            existing = self._find_duplicate(job, criteria)
-            if existing is not None:
-                self._apply_replace(existing, job, criteria)
-                return JobId(existing.pk, inserted=False)
-            return JobId(self._insert(job))
+        # Checked before the lock: a conflicting enqueue may write this data into another job.
+        check_payloads(job, rexecutor_settings.MAX_PAYLOAD_BYTES)
+        with self._unique_transaction():
+            return self._enqueue_unique(job, criteria)
+
+    def _enqueue_unique(self, job: EnqueuableJob, criteria: UniquenessCriteria) -> JobId:
+        """The duplicate check and the insert, inside ``_unique_transaction``."""
+        self._lock(criteria.lock_slot(job.executor))
+        existing = self._find_duplicate(job, criteria)
+        if existing is not None:
+            self._apply_replace(existing, job, criteria)
+            return JobId(existing.pk, inserted=False)
+        return JobId(self._insert(job))
+
+    @contextlib.contextmanager
+    def _unique_transaction(self) -> Iterator[None]:
+        """A transaction (a savepoint inside the caller's) in which unique enqueues see every
+        job committed before their lock was granted.
+
+        Under ``REPEATABLE READ`` and ``SERIALIZABLE`` a transaction reads the snapshot taken
+        by its first statement, so an enqueue that waited for the lock could not see the job
+        whose commit released it. A transaction of our own is therefore made
+        ``READ COMMITTED``; inside the caller's transaction, the lock row's upsert fails with a
+        serialization error in that case, which becomes ``UniquenessConflict``."""
+        connection = connections[self.alias]
+        own = not connection.in_atomic_block and connection.get_autocommit()
+        try:
+            with self._atomic():
+                if (
+                    own
+                    and connection.vendor == "postgresql"
+                    and _snapshot_per_transaction(connection)
+                ):
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                yield
+        except OperationalError as exc:
+            if _is_serialization_failure(exc):
+                raise UniquenessConflict(_CONFLICT_MESSAGE) from exc
+            raise
 
     def enqueue_many(self, jobs: Sequence[EnqueuableJob]) -> list[JobId]:
+        limit = rexecutor_settings.MAX_PAYLOAD_BYTES
         if any(j.uniqueness is not None and not j.uniqueness.disabled for j in jobs):
-            with self._atomic():
-                return [self.enqueue(j) for j in jobs]
+            for job in jobs:  # all checked before anything is written
+                check_payloads(job, limit)
+            with self._unique_transaction():
+                return [
+                    self._enqueue_unique(j, j.uniqueness)
+                    if j.uniqueness is not None and not j.uniqueness.disabled
+                    else JobId(self._insert(j))
+                    for j in jobs
+                ]
         if not jobs:
             return []
         if self.vendor == "postgresql":
-            return [JobId(i) for i in self._copy_in(jobs)]
-        records = self.jobs.bulk_create([self._record(j) for j in jobs], batch_size=5000)
+            return [JobId(i) for i in self._copy_in(jobs, limit)]
+        records = self.jobs.bulk_create([self._record(j, limit) for j in jobs], batch_size=5000)
         return [JobId(r.pk) for r in records]
 
-    def _copy_in(self, jobs: Sequence[EnqueuableJob]) -> list[int]:
+    def _copy_in(self, jobs: Sequence[EnqueuableJob], limit: int | None) -> list[int]:
         """Bulk insert with ``COPY``: reserve the ids from the table's sequence in one query,
         then stream the rows with those ids, so they come back in order without ``RETURNING``
         (which ``COPY`` lacks). The insert trigger still fires once for the statement."""
         connection = connections[self.alias]
         now = timezone.now()
+        rows = [self._row(job, now, limit) for job in jobs]  # every row checked before the COPY
         with self._atomic(), connection.cursor() as cursor:
             cursor.execute(RESERVE_IDS_SQL, [len(jobs)])
             ids = sorted(row[0] for row in cursor.fetchall())
             with cursor.cursor.copy(COPY_SQL) as copy:
-                for job_id, job in zip(ids, jobs, strict=True):
-                    copy.write_row((job_id, *self._row(job, now)))
+                for job_id, row in zip(ids, rows, strict=True):
+                    copy.write_row((job_id, *row))
         return ids
 
-    def _lock(self, lock_id: int) -> None:
+    def _lock(self, slot: int) -> None:
         """Serialise enqueues that could conflict until this transaction ends."""
         with connections[self.alias].cursor() as cursor:
             if self.vendor == "postgresql":
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+                cursor.execute(LOCK_SLOT_SQL, [slot])
             else:
                 # A write statement takes SQLite's write lock for the rest of the
                 # transaction, so no other process can insert a duplicate meanwhile.
@@ -188,11 +268,9 @@ class DjangoBackend(Backend):
             qs = qs.filter(unique_key=criteria.key_hash)
         if criteria.executor:
             qs = qs.filter(executor=job.executor)
-        if criteria.window is not None:
-            qs = qs.filter(
-                scheduled_at__gte=job.scheduled_at - criteria.window,
-                scheduled_at__lte=job.scheduled_at + criteria.window,
-            )
+        bounds = criteria.window_bounds(job.scheduled_at)
+        if bounds is not None:
+            qs = qs.filter(scheduled_at__range=bounds)
         return qs.select_for_update().order_by("id").first()
 
     def _apply_replace(

@@ -49,8 +49,6 @@ COMPLETE_SQL = (
 )
 #: Claims per completion statement (3 parameters each: under SQLite's variable limit).
 FENCE_CHUNK = 250
-#: The JSON columns' encoding (sorted keys, as ``CanonicalJSONEncoder`` writes them).
-to_json = json.JSONEncoder(sort_keys=True).encode
 FINISHED_AT = Coalesce("completed_at", "cancelled_at", "discarded_at")
 
 
