@@ -196,6 +196,8 @@ class ChaosEffect(Executor):
 
     name = "chaos.effect"
     max_attempts = 10
+    # An attempt whose own connection is killed fails; retry it soon, not after minutes.
+    backoff_strategy = QUICK_RETRY
 
     def execute(self, job: Job) -> None:
         seconds = (job.data or {}).get("sleep")

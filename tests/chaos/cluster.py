@@ -26,7 +26,9 @@ def _pg_bin() -> Path:
     found = os.environ.get("CHAOS_PG_BIN")
     if found:
         return Path(found)
-    versions = sorted(PG_BIN_ROOT.iterdir(), key=lambda p: int(p.name)) if PG_BIN_ROOT.is_dir() else []
+    versions = (
+        sorted(PG_BIN_ROOT.iterdir(), key=lambda p: int(p.name)) if PG_BIN_ROOT.is_dir() else []
+    )
     if not versions:
         raise pytest.UsageError("No PostgreSQL server binaries (set CHAOS_PG_BIN to their bin/).")
     return versions[-1] / "bin"
@@ -79,7 +81,9 @@ class Cluster:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
     def restart(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "restart")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "restart"
+        )
 
     def running(self) -> bool:
         return self._run("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0

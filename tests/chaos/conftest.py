@@ -29,7 +29,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCALE = os.environ.get("CHAOS_SCALE", "ci")
 if SCALE not in {"ci", "full"}:
     raise pytest.UsageError(f"CHAOS_SCALE must be 'ci' or 'full', got {SCALE!r}.")
-FIGURES_FILE = Path(os.environ.get("CHAOS_FIGURES") or REPO_ROOT / "artifacts" / f"chaos-{SCALE}.json")
+FIGURES_FILE = Path(
+    os.environ.get("CHAOS_FIGURES") or REPO_ROOT / "artifacts" / f"chaos-{SCALE}.json"
+)
 
 _recorded: list[tuple[str, str, Any, str]] = []
 
@@ -64,7 +66,11 @@ class Figures:
         if FIGURES_FILE.exists():
             data = json.loads(FIGURES_FILE.read_text() or "{}")
         data.setdefault("machine", {}).update(
-            {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+            {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+            }
         )
         data.setdefault("scenarios", {})[self.scenario] = {
             "scale": SCALE,
@@ -159,7 +165,9 @@ def db(django_db_setup: None) -> Db:
 class Fleet:
     """Worker processes of one scenario, by name; every one is stopped at the end."""
 
-    def __init__(self, manage_py: list[str], env: dict[str, str], overrides: dict[str, Any]) -> None:
+    def __init__(
+        self, manage_py: list[str], env: dict[str, str], overrides: dict[str, Any]
+    ) -> None:
         self.manage_py = manage_py
         self.env = env
         self.overrides = overrides
@@ -167,7 +175,9 @@ class Fleet:
         self.retired: list[WorkerProcess] = []
         self._serial = 0
 
-    def start(self, *args: str, overrides: dict[str, Any] | None = None, verbosity: str = "1") -> str:
+    def start(
+        self, *args: str, overrides: dict[str, Any] | None = None, verbosity: str = "1"
+    ) -> str:
         self._serial += 1
         name = f"chaos-{self._serial}"
         self.workers[name] = WorkerProcess(
@@ -200,6 +210,14 @@ class Fleet:
         return "\n".join(w.output[-5000:] for w in [*self.retired, *self.workers.values()])
 
     def stop_all(self, timeout: float = 60) -> dict[str, int]:
+        """SIGTERM every worker once it is up (a process still booting Django has no signal
+        handler yet); returns the exit codes."""
+        deadline = time.monotonic() + 30
+        for worker in self.workers.values():
+            while "started: executors" not in worker.output and time.monotonic() < deadline:
+                if worker.process.poll() is not None:
+                    break
+                time.sleep(0.1)
         for worker in self.workers.values():
             if worker.process.poll() is None:
                 worker.signal(signal.SIGCONT)
@@ -214,7 +232,11 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet_factory(manage_py: list[str], subprocess_env: dict[str, str]) -> Iterator[Callable[..., Fleet]]:
+def fleet_factory(
+    request: pytest.FixtureRequest, manage_py: list[str], subprocess_env: dict[str, str]
+) -> Iterator[Callable[..., Fleet]]:
+    """Makes fleets; kills what is left of them at the end. With ``CHAOS_LOG_DIR`` set, every
+    worker's output is saved there as ``<test>-<worker>.log``."""
     fleets: list[Fleet] = []
 
     def make(**overrides: Any) -> Fleet:
@@ -223,14 +245,27 @@ def fleet_factory(manage_py: list[str], subprocess_env: dict[str, str]) -> Itera
         return fleet
 
     yield make
+    log_dir = os.environ.get("CHAOS_LOG_DIR")
     for fleet in fleets:
         for worker in fleet.workers.values():
             if worker.process.poll() is None:
                 worker.signal(signal.SIGCONT)
                 worker.kill()
+        if log_dir:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            for n, worker in enumerate([*fleet.retired, *fleet.workers.values()]):
+                name = worker.args[worker.args.index("--name") + 1]
+                path = Path(log_dir) / f"{request.node.name}-{name}-{n}.log"
+                path.write_text(worker.output)
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, fleet: Fleet | None = None, interval: float = 0.2) -> float:
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float,
+    what: str,
+    fleet: Fleet | None = None,
+    interval: float = 0.2,
+) -> float:
     """Poll ``condition``; returns the seconds it took, fails naming ``what`` on time-out."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:

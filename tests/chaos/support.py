@@ -10,7 +10,9 @@ from tests.chaos.conftest import Db
 
 def job_row(db: Db, job_id: int) -> tuple[Any, ...]:
     """``(status, attempt, claimed_by)`` of one job."""
-    return db.rows("SELECT status, attempt, claimed_by FROM rexecutor_job WHERE id = %s", [job_id])[0]
+    return db.rows("SELECT status, attempt, claimed_by FROM rexecutor_job WHERE id = %s", [job_id])[
+        0
+    ]
 
 
 def errors_of(db: Db, job_id: int) -> list[tuple[Any, ...]]:
@@ -23,7 +25,12 @@ def errors_of(db: Db, job_id: int) -> list[tuple[Any, ...]]:
 
 def effects_per_job(db: Db, label: str = "effect") -> Counter[int]:
     return Counter(
-        dict(db.rows("SELECT job_id, count(*) FROM demo_sideeffect WHERE label = %s GROUP BY job_id", [label]))
+        dict(
+            db.rows(
+                "SELECT job_id, count(*) FROM demo_sideeffect WHERE label = %s GROUP BY job_id",
+                [label],
+            )
+        )
     )
 
 

@@ -82,12 +82,17 @@ def test_zombie_writers(fleet_factory, db, figures) -> None:
     for _ in range(rounds):
         job_id = SlowSync.enqueue({"seconds": 3}, max_attempts=3)
         connection.close()
-        wait_for(lambda: job_row(db, job_id)[0] == "executing", 30, "first claim", fleet)
+        wait_for(
+            lambda job_id=job_id: job_row(db, job_id)[0] == "executing", 30, "first claim", fleet
+        )
         zombie = fleet.workers[fleet.owner(job_row(db, job_id)[2])]
         zombie.signal(signal.SIGSTOP)
         try:
             wait_for(
-                lambda: job_row(db, job_id)[:2] == ("executing", 2), 30, "rescue and reclaim", fleet
+                lambda job_id=job_id: job_row(db, job_id)[:2] == ("executing", 2),
+                30,
+                "rescue and reclaim",
+                fleet,
             )
             before = (job_row(db, job_id), errors_of(db, job_id))
         finally:
@@ -110,7 +115,12 @@ def test_zombie_writers(fleet_factory, db, figures) -> None:
         time.sleep(0.5)
         late_results += bool(late)
         after = (job_row(db, job_id), errors_of(db, job_id))
-        wait_for(lambda: job_row(db, job_id)[0] != "executing", 30, "second attempt ends", fleet)
+        wait_for(
+            lambda job_id=job_id: job_row(db, job_id)[0] != "executing",
+            30,
+            "second attempt ends",
+            fleet,
+        )
         status, attempt, _ = job_row(db, job_id)
         history = errors_of(db, job_id)
         ok = after == before and (status, attempt) == ("complete", 2) and history == before[1]
@@ -177,7 +187,7 @@ def test_grace_period(fleet_factory, db, figures) -> None:
         job_id = SlowSync.enqueue({"seconds": 4})
         connection.close()
         wait_for(
-            lambda: db.value(
+            lambda job_id=job_id: db.value(
                 "SELECT count(*) FROM demo_sideeffect WHERE job_id = %s AND label = 'started'",
                 [job_id],
             ),
@@ -194,7 +204,12 @@ def test_grace_period(fleet_factory, db, figures) -> None:
         assert (status, attempt) == ("scheduled", 0), (status, attempt)
         assert errors_of(db, job_id) == []
         name = fleet.start("--executor", SlowSync.name)
-        wait_for(lambda: job_row(db, job_id)[0] == "complete", 30, "finished by the next", fleet)
+        wait_for(
+            lambda job_id=job_id: job_row(db, job_id)[0] == "complete",
+            30,
+            "finished by the next",
+            fleet,
+        )
         assert job_row(db, job_id)[1] == 1
         assert errors_of(db, job_id) == []
     codes = fleet.stop_all()
