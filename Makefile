@@ -19,7 +19,7 @@ SQLITE_ENV := env -u DATABASE_URL
 POSTGRES_ENV := env DATABASE_URL=$(PG_URL)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-sqlite test-postgres postgres lint migrations-check bench clean
+.PHONY: help venv demo test test-sqlite test-postgres postgres lint migrations-check bench chaos chaos-full clean
 
 help:
 	@echo "make demo              migrate the SQLite test project and run the demo"
@@ -29,6 +29,8 @@ help:
 	@echo "make lint              ruff check, ruff format --check, mypy"
 	@echo "make migrations-check  fail if a model change has no migration"
 	@echo "make bench             run the benchmark against PostgreSQL"
+	@echo "make chaos             the chaos suite, bounded (own PostgreSQL cluster and PgBouncer)"
+	@echo "make chaos-full        the chaos suite at the sizes docs/reliability.md reports"
 	@echo "Variables: VENV=$(VENV) PYTEST_ARGS='...' PG_URL=$(PG_URL)"
 
 venv: $(STAMP)
@@ -85,6 +87,17 @@ migrations-check: venv
 
 bench: venv postgres
 	$(POSTGRES_ENV) $(PYTHON) tests/benchmarks/bench.py $(BENCH_ARGS)
+
+# The chaos suite starts its own PostgreSQL cluster (CHAOS_PG_PORT, default 5433) and PgBouncer
+# (CHAOS_PGBOUNCER_PORT, default 6433); it never restarts or kills backends of the one above.
+# Figures go to artifacts/chaos-<scale>.json (CHAOS_FIGURES overrides).
+CHAOS_ARGS ?=
+CHAOS_SCALE ?= ci
+chaos: venv
+	env -u DATABASE_URL CHAOS_SCALE=$(CHAOS_SCALE) $(PYTHON) -m pytest -p tests.chaos.cluster tests/chaos -v -p no:cacheprovider $(CHAOS_ARGS)
+
+chaos-full: venv
+	$(MAKE) --no-print-directory chaos CHAOS_SCALE=full
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

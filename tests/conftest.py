@@ -57,3 +57,13 @@ def _close_listeners(django_db_setup: None) -> Iterator[None]:
     from django_rexecutor.backends.notify import stop_notifiers
 
     stop_notifiers()
+
+
+CHAOS_DIR = Path(__file__).resolve().parent / "chaos"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The chaos suite runs only on its own cluster (``make chaos``), never in ``make test``."""
+    if collection_path == CHAOS_DIR and not config.pluginmanager.has_plugin("tests.chaos.cluster"):
+        return True
+    return None

@@ -1,7 +1,9 @@
 """Settings of worker subprocesses started by the worker tests: the test project's settings,
 with ``REXECUTOR`` keys overridden from the JSON object in ``REXECUTOR_TEST_OVERRIDES`` (e.g.
 a short heartbeat and rescue threshold for the kill -9 test), and ``CONN_MAX_AGE`` of the default
-database from ``REXECUTOR_TEST_CONN_MAX_AGE`` (``none`` for persistent connections)."""
+database from ``REXECUTOR_TEST_CONN_MAX_AGE`` (``none`` for persistent connections), and its
+``NAME`` from ``REXECUTOR_TEST_WORKER_DB_NAME`` (the chaos suite's PgBouncer run points workers
+at a session-mode alias while the test process uses transaction pooling)."""
 
 from __future__ import annotations
 
@@ -16,3 +18,7 @@ REXECUTOR = {**REXECUTOR, **json.loads(os.environ.get("REXECUTOR_TEST_OVERRIDES"
 _conn_max_age = os.environ.get("REXECUTOR_TEST_CONN_MAX_AGE")
 if _conn_max_age:
     DATABASES["default"]["CONN_MAX_AGE"] = None if _conn_max_age == "none" else int(_conn_max_age)
+
+_worker_db_name = os.environ.get("REXECUTOR_TEST_WORKER_DB_NAME")
+if _worker_db_name:
+    DATABASES["default"]["NAME"] = _worker_db_name

@@ -7,10 +7,21 @@ test suite, whose worker subprocesses load this module too."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from datetime import timedelta
+from pathlib import Path
 
-from django_rexecutor import BackoffStrategy, Cancel, ExecutionError, Executor, Job, Snooze
+from django_rexecutor import (
+    BackoffStrategy,
+    Cancel,
+    ExecutionError,
+    Executor,
+    Job,
+    Snooze,
+    UniquenessCriteria,
+)
 
 from .models import SideEffect
 
@@ -177,3 +188,82 @@ class Limited(Executor):
         SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label="start")
         time.sleep(0.2)
         SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label="end")
+
+
+# -- used by the chaos suite (tests/chaos) ----------------------------------------------------
+class ChaosEffect(Executor):
+    """A short job with one database side effect per attempt (duplicates must show)."""
+
+    name = "chaos.effect"
+    max_attempts = 10
+    # An attempt whose own connection is killed fails; retry it soon, not after minutes.
+    backoff_strategy = QUICK_RETRY
+
+    def execute(self, job: Job) -> None:
+        seconds = (job.data or {}).get("sleep")
+        if seconds:
+            time.sleep(seconds)
+        SideEffect.objects.create(
+            job_id=job.id, attempt=job.attempt, label="effect", worker=job.claimed_by or ""
+        )
+
+
+class ChaosPoison(Executor):
+    """Kills its own worker process on every attempt."""
+
+    name = "chaos.poison"
+    max_attempts = 3
+
+    def execute(self, job: Job) -> None:
+        SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label="poison")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ChaosExclusive(Executor):
+    """Runs ``data["seconds"]`` and notices when another attempt of the same job runs at the
+    same time: a lock file per job in ``data["dir"]`` (files, so an unreachable database does
+    not hide anything). Every attempt appends a line to ``<dir>/runs``."""
+
+    name = "chaos.exclusive"
+    max_attempts = 10
+
+    def execute(self, job: Job) -> None:
+        folder = Path(job.data["dir"])
+        lock = folder / f"{job.id}.running"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            with open(folder / "overlaps", "a") as out:
+                out.write(f"{job.id} {job.attempt} {os.getpid()}\n")
+            fd = -1
+        started = time.time()
+        try:
+            deadline = time.monotonic() + job.data["seconds"]
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+            with open(folder / "runs", "a") as out:
+                out.write(f"{job.id} {job.attempt} {os.getpid()} {started:.3f} {time.time():.3f}\n")
+        finally:
+            if fd >= 0:
+                os.close(fd)
+                lock.unlink(missing_ok=True)
+
+
+class ChaosUnique(Executor):
+    """At most one live job at a time."""
+
+    name = "chaos.unique"
+    uniqueness_criteria = UniquenessCriteria.by_executor()
+
+    def execute(self, job: Job) -> None:
+        return None
+
+
+class ChaosNeedsData(Executor):
+    """Reads ``data["n"]``: a row whose data is not an object fails its attempt."""
+
+    name = "chaos.needs_data"
+    max_attempts = 1
+
+    def execute(self, job: Job) -> None:
+        SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label=str(job.data["n"]))

@@ -7,6 +7,8 @@ Environment variables:
 - ``REXECUTOR_TEST_DB_NAME`` — the test database: a database name on PostgreSQL, a file path
   on SQLite. By default every test run gets its own (suffixed with the process id), so that
   several runs on one machine do not destroy each other's database.
+- ``REXECUTOR_TEST_DISABLE_SERVER_SIDE_CURSORS`` — ``1``: set ``DISABLE_SERVER_SIDE_CURSORS``
+  (for a transaction-pooling PgBouncer in front of PostgreSQL, as the chaos suite runs it).
 - ``DJANGO_DEBUG`` — ``1``/``0`` (default ``1``: this is a development project).
 - ``DJANGO_SECRET_KEY``, ``DJANGO_ALLOWED_HOSTS`` (comma-separated).
 """
@@ -135,6 +137,8 @@ def _sqlite() -> dict[str, Any]:
 
 _database_url = os.environ.get("DATABASE_URL", "").strip()
 DATABASES = {"default": _postgres_from_url(_database_url) if _database_url else _sqlite()}
+if _env_flag("REXECUTOR_TEST_DISABLE_SERVER_SIDE_CURSORS", default=False):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
