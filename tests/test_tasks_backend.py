@@ -94,6 +94,7 @@ def test_check_reports_the_app_not_installed() -> None:
         assert _check() == ["django_rexecutor.E301"]
 
 
+@pytest.mark.django_db  # Django 6.1's system checks query every database
 def test_django_system_checks_run_the_backend_check() -> None:
     tasks = {"default": {"BACKEND": BACKEND, "QUEUES": [], "OPTIONS": {"colour": "blue"}}}
     with override_settings(TASKS=tasks):
