@@ -120,6 +120,7 @@ def test_description_is_human_readable() -> None:
 # -- settings and system checks --------------------------------------------------------------
 
 
+@pytest.mark.django_db  # Django 6.1's system checks query every database
 def test_valid_entries_pass_the_checks() -> None:
     entries = [
         EVERY_SECOND,
@@ -132,6 +133,7 @@ def test_valid_entries_pass_the_checks() -> None:
         assert not [m for m in checks.run_checks() if (m.id or "").startswith(ours)]
 
 
+@pytest.mark.django_db  # Django 6.1's system checks query every database
 @pytest.mark.parametrize(
     ("entry", "check_id", "text"),
     [

@@ -250,6 +250,7 @@ def check_ids(config: object) -> list[str]:
         return found
 
 
+@pytest.mark.django_db  # Django 6.1's system checks query every database
 def test_valid_pruner_settings_pass() -> None:
     config = {
         "schedule": "*/30 * * * * *",
@@ -270,6 +271,7 @@ def test_no_pruner_by_default() -> None:
         assert check_pruner() == []
 
 
+@pytest.mark.django_db  # Django 6.1's system checks query every database
 @pytest.mark.parametrize(
     ("config", "check_id"),
     [

@@ -15,6 +15,7 @@ def test_app_is_installed() -> None:
     assert config.name == "django_rexecutor"
 
 
+@pytest.mark.django_db  # Django 6.1's system checks query every database
 def test_system_checks_pass() -> None:
     # Raises SystemCheckError on any error-level message.
     call_command("check", fail_level="ERROR")

@@ -33,7 +33,7 @@ from ..exceptions import JobNotFound
 from ..job import Job
 from .exceptions import TaskNotAllowed
 from .executors import EXECUTOR_PREFIX, _send, executor_for_queue, executor_name
-from .loading import resolve_task
+from .loading import register_task, resolve_task
 from .options import (
     DEFAULT_POLICY,
     OPTION_NAMES,
@@ -72,6 +72,8 @@ class RexecutorTaskBackend(BaseTaskBackend):
         super().validate_task(task)
         if len(executor_name(task.queue_name)) > 255:
             raise InvalidTask(f"Queue name {task.queue_name!r} is too long (at most 242 chars).")
+        # @task validates each task it creates: that makes it one a worker may resolve.
+        register_task(task)
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)

@@ -24,7 +24,7 @@ from ..job import Job
 from ..outcomes import Cancel, Done, ExecutionError
 from ..status import ErrorType
 from .exceptions import TaskNotAllowed
-from .loading import resolve_task, rexecutor_backend
+from .loading import discover_tasks, resolve_task, rexecutor_backend
 from .options import DEFAULT_POLICY, task_policy
 from .results import Payload, class_path, to_json_value, to_task_result
 
@@ -151,16 +151,21 @@ def executor_for_queue(queue_name: str) -> type[TaskExecutor]:
 
 
 def register_task_executors() -> None:
-    """Register the executor of every queue of every ``RexecutorTaskBackend`` in ``TASKS``
-    (reads settings only; called from the app's ``ready()``)."""
+    """Register the executor of every queue of every ``RexecutorTaskBackend`` in ``TASKS``,
+    then, if there is one, import installed apps' ``tasks`` modules so that their tasks are
+    registered (called from the app's ``ready()``; no database access)."""
     from .backend import RexecutorTaskBackend
 
+    ours = False
     for params in (getattr(settings, "TASKS", None) or {}).values():
         try:
             backend_cls = import_string(params.get("BACKEND", ""))
         except ImportError:
             continue  # Django's own check reports it.
         if isinstance(backend_cls, type) and issubclass(backend_cls, RexecutorTaskBackend):
+            ours = True
             for queue_name in params.get("QUEUES", [DEFAULT_TASK_QUEUE_NAME]):
                 if isinstance(queue_name, str) and queue_name:
                     executor_for_queue(queue_name)
+    if ours:
+        discover_tasks()
