@@ -5,6 +5,7 @@ the database's, whatever its host's clock says."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 
@@ -129,6 +130,63 @@ def test_a_burst_gives_back_a_lost_claim_and_runs_it(flaky_backend: Backend) -> 
     job = flaky_backend.get_job(job_id)
     assert (job.status, job.attempt, job.errors) == (JobStatus.COMPLETE, 1, [])
     assert [(job_id, 1)] == RAN
+
+
+def _with_outage(base: type[Backend]) -> type[Backend]:
+    """``base`` whose claims and result writes fail while ``outage`` is set, as on a
+    connection the database dropped; heartbeats and rescue (other connections) still work."""
+
+    class MainConnectionDown(base):  # type: ignore[misc,valid-type]
+        outage = threading.Event()
+        failed_claims = 0
+
+        def claim_jobs(self, worker_id: str, capacity: Mapping[str, int], limit: int) -> list[Job]:
+            if self.outage.is_set():
+                type(self).failed_claims += 1
+                raise OperationalError("terminating connection due to administrator command")
+            return super().claim_jobs(worker_id, capacity, limit)
+
+        def complete_jobs(self, claims: object) -> int:
+            if self.outage.is_set():
+                raise OperationalError("the database system is shutting down")
+            return super().complete_jobs(claims)
+
+    return MainConnectionDown
+
+
+@pytest.mark.parametrize(
+    "base",
+    [InMemoryBackend, pytest.param(DjangoBackend, marks=pytest.mark.django_db(transaction=True))],
+    ids=["memory", "django"],
+)
+def test_a_job_whose_result_waits_out_an_outage_is_not_rescued(settings, base) -> None:
+    # A claim fails while a job runs; the job ends while its result cannot be written; heartbeats
+    # and rescue passes go on meanwhile. Nothing of this worker may be taken for orphaned.
+    settings.REXECUTOR = {**settings.REXECUTOR, "HEARTBEAT_INTERVAL": 0.1, "RESCUE_AFTER": 5}
+    backend = _with_outage(base)()
+    ended = _enqueue(backend, sleep=0.8)
+    worker = _worker(backend, concurrency=2)
+    thread = threading.Thread(target=_run_in_thread, args=(worker,))
+    thread.start()
+    try:
+        wait_until(lambda: worker.running_jobs == [ended], 10)
+        backend.outage.set()  # type: ignore[attr-defined]
+        waiting = _enqueue(backend)  # wakes the worker, whose claim fails
+        wait_until(lambda: backend.failed_claims > 0 and (ended, 1) in RAN, 10)  # type: ignore[attr-defined]
+        time.sleep(0.5)  # several beats and rescue passes with the result still unwritten
+        backend.outage.clear()  # type: ignore[attr-defined]
+        wait_until(
+            lambda: {backend.get_job(j).status for j in (ended, waiting)} == {JobStatus.COMPLETE},
+            15,
+        )
+    finally:
+        backend.outage.clear()  # type: ignore[attr-defined]
+        worker.stop()
+        thread.join(10)
+        RAN.clear()
+    for job_id in (ended, waiting):
+        job = backend.get_job(job_id)
+        assert (job.status, job.attempt, job.errors) == (JobStatus.COMPLETE, 1, [])
 
 
 def test_each_worker_process_has_its_own_identity() -> None:
