@@ -22,3 +22,17 @@ if _conn_max_age:
 _worker_db_name = os.environ.get("REXECUTOR_TEST_WORKER_DB_NAME")
 if _worker_db_name:
     DATABASES["default"]["NAME"] = _worker_db_name
+
+# A worker whose host clock is off: ``REXECUTOR_TEST_CLOCK_SHIFT`` seconds are added to
+# ``time.time()`` and ``django.utils.timezone.now()`` (before any model captures the latter as a
+# default). The database's clock, PostgreSQL's or SQLite's own, is not shifted.
+_clock_shift = float(os.environ.get("REXECUTOR_TEST_CLOCK_SHIFT") or 0)
+if _clock_shift:
+    import time
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _host_time, _host_now = time.time, timezone.now
+    time.time = lambda: _host_time() + _clock_shift
+    timezone.now = lambda: _host_now() + timedelta(seconds=_clock_shift)

@@ -338,7 +338,16 @@ class Backend(ABC):
     def prune_jobs(self, spec: PruneSpec) -> int:
         """Delete jobs (with their errors) as the rules say; returns how many."""
 
-    # -- workers: heartbeats, rescue, cancel requests ------------------------------------------
+    # -- workers: clock, heartbeats, rescue, cancel requests -----------------------------------
+    def current_time(self) -> datetime:
+        """The backend's clock (aware): the one its own timestamps, heartbeats and rescue use.
+        Workers take every time they write or compare from it, so a host whose clock is off
+        cannot make jobs run early, late or twice. A database backend reads the database's
+        clock; the default is this process's."""
+        from django.utils import timezone
+
+        return timezone.now()
+
     @abstractmethod
     def record_heartbeat(
         self,
@@ -348,7 +357,8 @@ class Backend(ABC):
         concurrency: int,
         running: Collection[int] = (),
     ) -> None:
-        """Record that ``worker_id`` is alive now (creating its row on the first beat)."""
+        """Record that ``worker_id`` is alive now, in the backend's clock (creating its row on
+        the first beat, started now)."""
 
     @abstractmethod
     def remove_worker(self, worker_id: str) -> None:
@@ -357,6 +367,23 @@ class Backend(ABC):
     @abstractmethod
     def live_workers(self) -> list[WorkerInfo]:
         """Workers with a recorded heartbeat, most recent first."""
+
+    def release_unseen_claims(self, worker_id: str, known: Collection[int]) -> list[int]:
+        """Give back to the queue every job executing under ``worker_id`` whose id is not in
+        ``known``, as ``release_jobs`` does (due now, attempt given back, no error); returns
+        their ids. For a worker whose claim committed but whose reply it never received (the
+        connection dropped mid-claim): those jobs never started. Each write is fenced by the
+        (id, attempt, worker) read, so a job that changed meanwhile is left alone. Backends
+        override this to look the jobs up by worker."""
+        from ..query import StatusEqual
+
+        keep = set(known)
+        unseen = [
+            Claim.of(job)
+            for job in self.query(StatusEqual(JobStatus.EXECUTING))
+            if job.claimed_by == worker_id and job.id not in keep
+        ]
+        return [claim.job_id for claim in unseen if self.release_jobs([claim])]
 
     @abstractmethod
     def rescue_orphaned_jobs(self, after: timedelta) -> list[int]:

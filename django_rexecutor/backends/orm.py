@@ -53,7 +53,9 @@ from .sql import (
     RESERVE_IDS_SQL,
     SCHEDULED,
     claimed_job,
+    due_sql,
     hot_cursor,
+    now_sql,
     server_bound_cursor,
     to_datetime,
     to_job,
@@ -292,6 +294,8 @@ class DjangoBackend(Backend):
         ops = connection.ops
         table = JobRecord._meta.db_table
         now = ops.adapt_datetimefield_value(timezone.now())
+        # Due by the database's clock, never by this host's (which may be off).
+        due = due_sql(connection)
         lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
         ready = ", ".join(f"'{s}'" for s in READY)
         selects: list[str] = []
@@ -300,17 +304,17 @@ class DjangoBackend(Backend):
             marks = ", ".join(["%s"] * len(wanted))
             selects.append(
                 f"SELECT id FROM {table} WHERE status IN ({ready}) AND executor IN ({marks})"
-                f" AND scheduled_at <= %s ORDER BY priority, scheduled_at, id LIMIT %s{lock}"
+                f" AND scheduled_at <= {due} ORDER BY priority, scheduled_at, id LIMIT %s{lock}"
             )
-            params += [*wanted, now, limit]
+            params += [*wanted, limit]
         else:
             for name, n in wanted.items():
                 selects.append(
                     f"SELECT * FROM (SELECT id FROM {table} WHERE status IN ({ready})"
-                    f" AND executor = %s AND scheduled_at <= %s"
+                    f" AND executor = %s AND scheduled_at <= {due}"
                     f" ORDER BY priority, scheduled_at, id LIMIT %s{lock}) AS c{len(selects)}"
                 )
-                params += [name, now, n]
+                params += [name, n]
         candidates = " UNION ALL ".join(selects)
         sql = (
             f"UPDATE {table} SET status = %s, attempt = attempt + 1, attempted_at = %s,"
@@ -378,7 +382,7 @@ class DjangoBackend(Backend):
                 if not self.jobs.filter(pk=job_id).exists():
                     raise JobNotFound(job_id)
                 return False
-            now = timezone.now()
+            now = Now()
             if row["cancel_requested_at"] is not None:
                 updates = {"status": JobStatus.CANCELLED, "cancelled_at": now}
                 reason = row["cancel_reason"] or "cancelled while running"
@@ -388,7 +392,7 @@ class DjangoBackend(Backend):
                 self._add_error(job_id, row["attempt"], error, now)
             return True
 
-    def _add_error(self, job_id: int, attempt: int, error: ErrorDetails, at: datetime) -> None:
+    def _add_error(self, job_id: int, attempt: int, error: ErrorDetails, at: Now) -> None:
         JobErrorRecord.objects.using(self.alias).create(
             job_id=job_id,
             attempt=attempt,
@@ -401,7 +405,7 @@ class DjangoBackend(Backend):
     def mark_job_complete(
         self, job_id: int, *, claim: Claim | None = None, result: Any = None
     ) -> bool:
-        updates = {"status": JobStatus.COMPLETE, "completed_at": timezone.now(), "result": result}
+        updates = {"status": JobStatus.COMPLETE, "completed_at": Now(), "result": result}
         return self._write_result(job_id, claim, updates, None)
 
     def mark_job_retryable(
@@ -418,13 +422,13 @@ class DjangoBackend(Backend):
     def mark_job_discarded(
         self, job_id: int, error: ErrorDetails, *, claim: Claim | None = None
     ) -> bool:
-        updates = {"status": JobStatus.DISCARDED, "discarded_at": timezone.now()}
+        updates = {"status": JobStatus.DISCARDED, "discarded_at": Now()}
         return self._write_result(job_id, claim, updates, error)
 
     def mark_job_cancelled(
         self, job_id: int, error: ErrorDetails, *, claim: Claim | None = None
     ) -> bool:
-        updates = {"status": JobStatus.CANCELLED, "cancelled_at": timezone.now()}
+        updates = {"status": JobStatus.CANCELLED, "cancelled_at": Now()}
         return self._write_result(job_id, claim, updates, error)
 
     def mark_job_snoozed(
@@ -432,7 +436,7 @@ class DjangoBackend(Backend):
     ) -> bool:
         return self._give_back(job_id, next_scheduled_at, claim)
 
-    def _give_back(self, job_id: int, at: datetime, claim: Claim | None) -> bool:
+    def _give_back(self, job_id: int, at: datetime | Now, claim: Claim | None) -> bool:
         attempt = self.jobs.filter(pk=job_id).values_list("attempt", flat=True).first()
         if attempt is None:
             raise JobNotFound(job_id)
@@ -447,7 +451,7 @@ class DjangoBackend(Backend):
         if not claims:
             return 0
         connection = connections[self.alias]
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        completed_sql = COMPLETE_SQL.replace("{now}", now_sql(connection))
         completed: set[int] = set()
         # One autocommitted statement per chunk (atomic on its own, one round trip), fenced
         # by (id, attempt, worker) and skipping cancel-requested jobs.
@@ -455,10 +459,10 @@ class DjangoBackend(Backend):
             for start in range(0, len(claims), FENCE_CHUNK):
                 chunk = claims[start : start + FENCE_CHUNK]
                 fence = ", ".join(["(%s, %s, %s)"] * len(chunk))
-                params: list[Any] = [now]
+                params: list[Any] = []
                 for c in chunk:
                     params += (c.job_id, c.attempt, c.worker_id)
-                cursor.execute(COMPLETE_SQL.format(fence=fence), params)
+                cursor.execute(completed_sql.replace("{fence}", fence), params)
                 completed.update(row[0] for row in cursor.fetchall())
         written = len(completed)
         # The rest were cancelled meanwhile, are stale or gone: settle them one by one.
@@ -469,12 +473,22 @@ class DjangoBackend(Backend):
         return written
 
     def release_jobs(self, claims: Sequence[Claim]) -> int:
-        now = timezone.now()
         released = 0
         for c in claims:
             with contextlib.suppress(JobNotFound):
-                released += self._give_back(c.job_id, now, c)
+                released += self._give_back(c.job_id, Now(), c)
         return released
+
+    def release_unseen_claims(self, worker_id: str, known: Collection[int]) -> list[int]:
+        keep = set(known)
+        # Few rows: the jobs a worker runs, plus those of one lost claim.
+        executing = self.jobs.filter(status=JobStatus.EXECUTING, claimed_by=worker_id)
+        unseen = [
+            Claim(pk, attempt, worker_id)
+            for pk, attempt in executing.values_list("pk", "attempt")
+            if pk not in keep
+        ]
+        return [c.job_id for c in unseen if self.release_jobs([c])]
 
     # -- management ----------------------------------------------------------------------
     def _locked(self, job_id: int, executor: str | None) -> JobRecord:
@@ -491,7 +505,7 @@ class DjangoBackend(Backend):
         with self._atomic():
             record = self._locked(job_id, executor)
             status = JobStatus(record.status)
-            now = timezone.now()
+            now = Now()
             if status in TERMINAL_STATUSES:
                 raise InvalidTransition(
                     job_id, status, "cancel", "Only waiting or running jobs can be cancelled."
@@ -519,7 +533,7 @@ class DjangoBackend(Backend):
             self.jobs.filter(pk=job_id).update(
                 status=rerun_status(record.attempt),
                 max_attempts=F("max_attempts") + 1,
-                scheduled_at=timezone.now(),
+                scheduled_at=Now(),
                 completed_at=None,
                 cancelled_at=None,
                 discarded_at=None,
@@ -562,7 +576,7 @@ class DjangoBackend(Backend):
                         continue
                     by_status.setdefault(rerun_status(attempt), []).append(pk)
                     done.append(pk)
-                now = timezone.now()
+                now = Now()
                 for new_status, pks in by_status.items():
                     self.jobs.filter(pk__in=pks).update(
                         status=new_status,
@@ -602,7 +616,7 @@ class DjangoBackend(Backend):
                         waiting.append((pk, attempt))
                     if pk not in skipped:
                         done.append(pk)
-                now = timezone.now()
+                now = Now()
                 if waiting:
                     self.jobs.filter(pk__in=[pk for pk, _ in waiting]).update(
                         status=JobStatus.CANCELLED, cancelled_at=now
@@ -697,6 +711,14 @@ class DjangoBackend(Backend):
             return int(self.jobs.filter(pk__in=ids)._raw_delete(self.alias))
 
     # -- workers -------------------------------------------------------------------------
+    def current_time(self) -> datetime:
+        connection = connections[self.alias]
+        with connection.cursor() as cursor:
+            # Parameters (none) given, so the SQL's escaped % signs are unescaped on SQLite.
+            cursor.execute(f"SELECT {now_sql(connection)}", [])
+            value = cursor.fetchone()[0]
+        return to_datetime(value, connection)
+
     def record_heartbeat(
         self,
         worker_id: str,
@@ -712,14 +734,16 @@ class DjangoBackend(Backend):
         fields = {"heartbeat_at": Now(), "running": sorted(running)}
         if workers.filter(pk=worker_id).update(**fields):
             return
+        # The first row too is stamped by the database's clock: a row written with a host's
+        # clock that runs behind would look dead to rescue at once.
         workers.create(
             worker_id=worker_id,
             hostname=socket.gethostname(),
             pid=os.getpid(),
             executors=sorted(executors),
             concurrency=concurrency,
-            started_at=timezone.now(),
-            heartbeat_at=timezone.now(),
+            started_at=Now(),
+            heartbeat_at=Now(),
             running=sorted(running),
         )
 
@@ -764,7 +788,9 @@ class DjangoBackend(Backend):
             if attempt >= record["max_attempts"]:
                 written = self.mark_job_discarded(job_id, error, claim=claim)
             else:
-                written = self.mark_job_retryable(job_id, timezone.now(), error, claim=claim)
+                written = self._write_result(
+                    job_id, claim, {"status": JobStatus.RETRYABLE, "scheduled_at": Now()}, error
+                )
             if written:
                 rescued.append(job_id)
         workers.filter(heartbeat_at__lt=Now() - after).delete()

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
+from django.db.models.sql import Query
 
 from ..job import Job, JobError
 from ..models import JobErrorRecord, JobRecord
@@ -43,7 +44,7 @@ CLAIM_RETURNING = (
 )
 #: ``complete_jobs``; ``IN (VALUES …)`` because SQLite takes row values only from a subquery.
 COMPLETE_SQL = (
-    f"UPDATE {JOB_TABLE} SET status = '{JobStatus.COMPLETE.value}', completed_at = %s"
+    f"UPDATE {JOB_TABLE} SET status = '{JobStatus.COMPLETE.value}', completed_at = {{now}}"
     f" WHERE status = '{JobStatus.EXECUTING.value}' AND cancel_requested_at IS NULL"
     " AND (id, attempt, claimed_by) IN (VALUES {fence}) RETURNING id"
 )
@@ -147,3 +148,27 @@ def to_job(record: JobRecord, errors: Iterable[JobErrorRecord] = ()) -> Job:
         cancel_requested_at=record.cancel_requested_at,
         result=record.result,
     )
+
+
+_NOW_SQL: dict[str, str] = {}
+
+
+def now_sql(connection: Any) -> str:
+    """The database's current time as SQL (what Django's ``Now()`` compiles to), for the raw
+    statements: every timestamp the backend writes or compares comes from the database's
+    clock, never from the clock of the host that sends the statement."""
+    sql = _NOW_SQL.get(connection.vendor)
+    if sql is None:
+        compiler = connection.ops.compiler("SQLCompiler")(Query(None), connection, None)
+        sql, _ = compiler.compile(Now())
+        _NOW_SQL[connection.vendor] = sql
+    return sql
+
+
+def due_sql(connection: Any) -> str:
+    """The claim's cut-off: a job is due once its ``scheduled_at`` is not after the database's
+    current time. SQLite's clock counts whole milliseconds, so its time is rounded up to the
+    next one, or a job stored during the current millisecond would not be due yet."""
+    if connection.vendor == "sqlite":
+        return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', '+0.001 seconds')"
+    return now_sql(connection)

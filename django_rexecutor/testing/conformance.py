@@ -50,6 +50,7 @@ from ..query import (
 )
 from ..status import ErrorType, JobStatus
 from ..uniqueness import Replace, UniquenessCriteria
+from .conformance_identity import IdentityConformance
 from .conformance_uniq import UniqConformance
 
 T = TypeVar("T")
@@ -93,7 +94,7 @@ class _CleanThreadPool(ThreadPoolExecutor):
         return super().submit(call)
 
 
-class BackendConformanceTests(UniqConformance):
+class BackendConformanceTests(IdentityConformance, UniqConformance):
     """Mixin of backend tests; a subclass named ``Test…`` implements ``make_backend``."""
 
     #: Poll interval given to ``subscribe_ready_jobs`` where polling may be the guarantee.

@@ -1,8 +1,10 @@
-"""The heartbeat thread: tells the database the worker is alive and rescues the jobs of workers
-that are not.
+"""The heartbeat: tells the database the worker is alive, keeps the worker's clock in step with
+the database's, and rescues the jobs of workers that are not alive.
 
-Rescue compares heartbeats with the database's clock (``Backend.rescue_orphaned_jobs``), so a
-worker with a skewed clock can neither be rescued while alive nor rescue a live one."""
+Beats and rescue passes run in two threads, so a long rescue (many orphaned jobs) never delays
+a beat: a worker must not look dead because it was busy rescuing. Rescue compares heartbeats
+with the database's clock (``Backend.rescue_orphaned_jobs``) and heartbeats are stamped with it,
+so a worker with a skewed clock can neither be rescued while alive nor rescue a live one."""
 
 from __future__ import annotations
 
@@ -13,19 +15,25 @@ from collections.abc import Callable, Collection
 from datetime import timedelta
 
 from ..backends.base import Backend
+from .clock import WorkerClock
 from .connections import drop_connection
 
 logger = logging.getLogger("django_rexecutor.worker")
 
+#: Wait before retrying a failed beat or rescue pass (at most the interval).
+_RETRY_DELAY = 1.0
+
 
 class Heartbeat:
-    """Beats every ``interval`` for the ids returned by ``identities()`` (worker id → running
-    job ids) and runs a rescue pass after each beat."""
+    """Beats every ``interval`` for ``worker_id`` (with the job ids ``running()`` returns) and
+    re-reads the database's time into ``clock``; runs a rescue pass every ``interval``."""
 
     def __init__(
         self,
         backend: Backend,
-        identities: Callable[[], dict[str, list[int]]],
+        worker_id: str,
+        running: Callable[[], list[int]],
+        clock: WorkerClock,
         *,
         executors: Collection[str],
         concurrency: int,
@@ -33,7 +41,9 @@ class Heartbeat:
         rescue_after: timedelta,
     ) -> None:
         self.backend = backend
-        self.identities = identities
+        self.worker_id = worker_id
+        self.running = running
+        self.clock = clock
         self.executors = sorted(executors)
         self.concurrency = concurrency
         self.interval = interval.total_seconds()
@@ -41,16 +51,24 @@ class Heartbeat:
         #: ``time.monotonic()`` of the last beat that reached the database.
         self.last_beat = 0.0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rexecutor-heartbeat", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._beat_loop, name="rexecutor-heartbeat", daemon=True),
+            threading.Thread(target=self._rescue_loop, name="rexecutor-rescue", daemon=True),
+        ]
+        self._rescue_first = False
 
     def beat(self) -> None:
-        """Record a heartbeat for every identity now (raises on database errors)."""
+        """Record a heartbeat now and re-read the database's time (raises on database
+        errors)."""
         started = time.monotonic()
-        for worker_id, running in self.identities().items():
-            self.backend.record_heartbeat(
-                worker_id, executors=self.executors, concurrency=self.concurrency, running=running
-            )
+        self.backend.record_heartbeat(
+            self.worker_id,
+            executors=self.executors,
+            concurrency=self.concurrency,
+            running=self.running(),
+        )
         self.last_beat = started
+        self.clock.sync()
 
     def rescue(self) -> list[int]:
         rescued = self.backend.rescue_orphaned_jobs(self.rescue_after)
@@ -61,27 +79,39 @@ class Heartbeat:
             )  # fmt: skip
         return rescued
 
-    def start(self) -> None:
-        self._thread.start()
+    def start(self, *, rescue_now: bool = True) -> None:
+        """Start beating (the first beat is due one interval from now: ``beat()`` it first)
+        and rescuing, at once with ``rescue_now``, else after one interval."""
+        self._rescue_first = rescue_now
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=5)
 
     def silent_for(self) -> float:
         """Seconds since the last successful beat."""
         return time.monotonic() - self.last_beat
 
-    def _run(self) -> None:
-        delay = self.interval
+    def _beat_loop(self) -> None:
+        self._repeat(self.beat, "Heartbeat", first_delay=self.interval)
+
+    def _rescue_loop(self) -> None:
+        self._repeat(
+            self.rescue, "Rescue", first_delay=0.0 if self._rescue_first else self.interval
+        )
+
+    def _repeat(self, operation: Callable[[], object], what: str, first_delay: float) -> None:
+        delay = first_delay
         while not self._stop.wait(delay):
             try:
-                self.beat()
-                self.rescue()
+                operation()
                 delay = self.interval
-            except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive any failure
-                logger.warning("Heartbeat failed (%s); retrying", str(exc).strip() or exc)
+            except Exception as exc:  # noqa: BLE001 - these threads must outlive any failure
+                logger.warning("%s failed (%s); retrying", what, str(exc).strip() or exc)
                 drop_connection(self.backend)
-                delay = min(self.interval, 1.0)
+                delay = min(self.interval, _RETRY_DELAY)
         drop_connection(self.backend)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -32,6 +33,7 @@ from ..executor import Executor
 from ..job import Job
 from ..query import IdIn
 from ..status import JobStatus
+from .clock import WorkerClock
 from .connections import DB_ERRORS, drop_connection
 from .execution import (
     CANCELLED,
@@ -67,8 +69,27 @@ _BACKSTOP_INTERVAL = 5.0
 _RECHECK_DELAY = 0.01
 
 
+#: Longest worker id the workers table and ``claimed_by`` hold.
+_MAX_WORKER_ID = 255
+_INCARNATION_CHARS = 8
+
+
 def default_worker_name() -> str:
+    """The label of a worker started without ``--name``."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def incarnation_id(name: str) -> str:
+    """A worker's identity: its name (a label, which restarts and other workers may share)
+    plus a random part, so no two processes ever claim under the same id and a new process
+    can never make an older one's jobs look alive."""
+    if len(name) > _MAX_WORKER_ID - _INCARNATION_CHARS - 1:
+        raise ConfigurationError(
+            f"Worker name {name[:40]!r}... is {len(name)} characters long; use at most "
+            f"{_MAX_WORKER_ID - _INCARNATION_CHARS - 1} (the worker adds "
+            f"{_INCARNATION_CHARS + 1} to make its id unique)."
+        )
+    return f"{name}@{secrets.token_hex(_INCARNATION_CHARS // 2)}"
 
 
 def resolve_executors(
@@ -165,9 +186,12 @@ class Worker:
             raise ConfigurationError(f"shutdown timeout must be >= 0, got {shutdown_timeout}.")
         self.shutdown_timeout = float(shutdown_timeout)
         self.burst = burst
+        #: A label (``--name``); ``worker_id`` is this process's own identity, for its life.
         self.name = name or default_worker_name()
-        self.worker_id = self.name
+        self.worker_id = incarnation_id(self.name)
         self.backend = backend if backend is not None else get_backend()
+        #: Every time the worker writes or compares, in the database's clock.
+        self.clock = WorkerClock(self.backend)
         self.cron = cron
         self.pruner = pruner
         self.handle_signals = handle_signals
@@ -194,8 +218,8 @@ class Worker:
         self._closing = threading.Event()
         self._signals = 0
         self._stop_deadline: float | None = None
-        self._registered: set[str] = set()
-        self._generation = 0
+        #: A claim failed and may have committed unseen: give such jobs back before claiming.
+        self._unseen_claims = False
         self._last_cancel_poll = 0.0
         self._cycle_at = 0.0
         self._pool: SyncPool | None = None
@@ -224,7 +248,7 @@ class Worker:
         alias = getattr(self.backend, "alias", None)
         vendor = getattr(self.backend, "vendor", None)
         return {
-            "worker": self.name,
+            "worker": self.worker_id,
             "executors": sorted(self.executors),
             "backend": type(self.backend).__name__,
             "database": f"{alias} ({vendor})" if alias else "-",
@@ -263,17 +287,22 @@ class Worker:
             self._loop = EventLoopThread()
         self._heartbeat = Heartbeat(
             self.backend,
-            self._identities,
+            self.worker_id,
+            self._running_ids,
+            self.clock,
             executors=self.executors,
             concurrency=self.concurrency,
             interval=self.heartbeat_interval,
             rescue_after=self.rescue_after,
         )
         # The first beat happens before the first claim, so no rescue pass can ever see our
-        # claims without a live worker row.
-        self._with_retry(self._register)
-        self._with_retry(self._heartbeat.rescue)
-        self._heartbeat.start()
+        # claims without a live worker row; it also sets our clock to the database's.
+        self._with_retry(self._heartbeat.beat)
+        # Rescue passes run in their own thread, beside the beats. A burst rescues first, so
+        # that what it rescues is run in this burst.
+        self._heartbeat.start(rescue_now=not self.burst)
+        if self.burst:
+            self._with_retry(self._heartbeat.rescue)
         if self.backend.supports_notifications and not self.burst:
             notifier = self._notifier()
             if notifier is not None:
@@ -300,11 +329,6 @@ class Worker:
         from ..backends.notify import get_notifier
 
         return get_notifier(alias)
-
-    def _register(self) -> None:
-        assert self._heartbeat is not None
-        self._heartbeat.beat()
-        self._registered = set(self._identities())
 
     def _with_retry(self, operation: Any) -> Any:
         """Run a start-up database operation, retrying through connection loss."""
@@ -387,7 +411,7 @@ class Worker:
 
     def _nothing_ready(self) -> bool:
         due = self.backend.next_scheduled_at(list(self.executors))
-        return due is None or due > timezone.now()
+        return due is None or due > self.clock.now()
 
     # -- claiming ----------------------------------------------------------------------------
     def _capacity(self) -> tuple[dict[str, int], int]:
@@ -413,21 +437,19 @@ class Worker:
             # Our heartbeat may look dead to others by now: claim nothing until it is back.
             self._hungry.clear()
             return 0, 0
-        if self.worker_id not in self._registered:
-            self._register()
+        if self._unseen_claims:
+            self._release_unseen_claims()
         limit = min(free, sum(capacity.values()))
         try:
             jobs = self.backend.claim_jobs(self.worker_id, capacity, limit)
         except Exception as exc:
-            # The claim may have committed without us seeing the rows (connection lost, a row
-            # that cannot be loaded). Claim under a new identity from now on and retire the old
-            # one once its known jobs end, so rescue returns any unseen claims to the queue
-            # instead of stranding them.
-            self._generation += 1
-            self.worker_id = f"{self.name}~{self._generation}"
+            # The claim may have committed without our seeing its rows (the connection dropped
+            # after the commit, a row that cannot be loaded): those jobs never started, so
+            # before claiming again we give them back, their attempt unused.
+            self._unseen_claims = True
             if isinstance(exc, DB_ERRORS):
                 raise
-            logger.exception("Claiming jobs failed; continuing as %s", self.worker_id)
+            logger.exception("Claiming jobs failed")
             raise BackendError(f"claim_jobs failed: {exc}") from exc
         for job in jobs:
             self._start_attempt(job)
@@ -451,7 +473,7 @@ class Worker:
                 self._recheck.clear()
                 due = self.backend.next_scheduled_at(names)
                 if due is not None:
-                    timeout = min(timeout, (due - timezone.now()).total_seconds())
+                    timeout = min(timeout, (due - self.clock.now()).total_seconds())
                 if self._subscribed:
                     # The listener wakes the main loop itself; a notification only means the
                     # next scheduled job may have changed. Look it up once the main loop has
@@ -614,7 +636,9 @@ class Worker:
                 self._report(attempt, outcome, result)
         while self._to_write:
             attempt, result = self._to_write[0]
-            outcome = write_result(self.backend, attempt.instance, attempt.job, result)
+            outcome = write_result(
+                self.backend, attempt.instance, attempt.job, result, now=self.clock.now()
+            )
             self._to_write.popleft()
             self._report(attempt, outcome, result)
 
@@ -641,25 +665,25 @@ class Worker:
         if outcome != STALE:
             send_finished(attempt.executor_cls, attempt.job, outcome, duration)
 
-    # -- identities and heartbeats -------------------------------------------------------------
-    def _identities(self) -> dict[str, list[int]]:
-        """Worker ids to keep alive: ours, and older ones (after a failed claim) while jobs
-        claimed under them still run."""
-        ids: dict[str, list[int]] = {self.worker_id: []}
-        for attempt in list(self._active):
-            if not attempt.settled and attempt.job.claimed_by is not None:
-                ids.setdefault(attempt.job.claimed_by, []).append(attempt.job.id)
-        for worker_id in list(self._registered):
-            if worker_id not in ids:
-                # No known job runs under that old identity: forget it, so rescue can give
-                # back anything claimed under it that we never saw.
-                self._registered.discard(worker_id)
-                try:
-                    self.backend.remove_worker(worker_id)
-                except DB_ERRORS:
-                    self._registered.add(worker_id)
-        self._registered.update(ids)
-        return ids
+    # -- identity and heartbeats ---------------------------------------------------------------
+    def _running_ids(self) -> list[int]:
+        """The jobs shown as running in our heartbeat (called from the heartbeat thread)."""
+        return sorted(a.job.id for a in list(self._active) if not a.settled)
+
+    def _known_job_ids(self) -> set[int]:
+        """Every job this process holds a claim on: running, or ended with its result still
+        to be written. Main thread only."""
+        return {a.job.id for a in self._active} | {a.job.id for a, _ in self._to_write}
+
+    def _release_unseen_claims(self) -> None:
+        """Give back the jobs executing under our id that we never received."""
+        released = self.backend.release_unseen_claims(self.worker_id, self._known_job_ids())
+        self._unseen_claims = False
+        if released:
+            logger.warning(
+                "Gave back %d job(s) claimed in a round trip whose reply was lost: %s",
+                len(released), ", ".join(map(str, released[:20])),
+            )  # fmt: skip
 
     # -- shutdown ----------------------------------------------------------------------------
     def _shutdown(self) -> int:
@@ -673,6 +697,9 @@ class Worker:
             self._flush_writes()
         except DB_ERRORS as exc:
             logger.warning("Could not record %d result(s): %s", len(self._to_write), exc)
+        # Something claimed under our id still executing in the database (neither written nor
+        # released) keeps our row: it must go stale for rescue to take those jobs over.
+        left_executing = False
         unfinished = [a for a in self._active if not a.settled]
         if unfinished:
             for attempt in unfinished:
@@ -683,21 +710,34 @@ class Worker:
                 released = self.backend.release_jobs(claims)
             except DB_ERRORS as exc:
                 released = 0
+                left_executing = True
                 logger.warning("Could not release jobs (%s); they will be rescued", exc)
             self.stats["released"] += released
             logger.warning(
                 "Released %d unfinished job(s) back to the queue: %s",
                 released, ", ".join(str(a.job.id) for a in unfinished),
             )  # fmt: skip
+        if self._unseen_claims:
+            try:
+                self._release_unseen_claims()
+            except DB_ERRORS as exc:
+                left_executing = True
+                logger.warning("Could not give back unseen claims (%s); they will be rescued", exc)
         if self._heartbeat is not None:
             self._heartbeat.stop()
         if self._plugins is not None:
             self._plugins.stop()
-        try:
-            for worker_id in {self.worker_id, *self._registered}:
-                self.backend.remove_worker(worker_id)
-        except DB_ERRORS as exc:
-            logger.warning("Could not unregister worker %s: %s", self.worker_id, exc)
+        if self._to_write or left_executing:
+            logger.warning(
+                "Worker %s leaves jobs executing (%d result(s) unwritten); they will be rescued "
+                "once its heartbeat is %gs old",
+                self.worker_id, len(self._to_write), self.rescue_after.total_seconds(),
+            )  # fmt: skip
+        else:
+            try:
+                self.backend.remove_worker(self.worker_id)
+            except DB_ERRORS as exc:
+                logger.warning("Could not unregister worker %s: %s", self.worker_id, exc)
         if self._pool is not None:
             self._pool.shutdown()
         if self._loop is not None:

@@ -267,3 +267,17 @@ class ChaosNeedsData(Executor):
 
     def execute(self, job: Job) -> None:
         SideEffect.objects.create(job_id=job.id, attempt=job.attempt, label=str(job.data["n"]))
+
+
+class AppendLine(Executor):
+    """Appends ``"<id> <attempt>"`` to the file ``data["path"]`` after ``data["sleep"]``
+    seconds: counts executions without the database, for tests that take the database away."""
+
+    name = "test.append_line"
+
+    def execute(self, job: Job) -> None:
+        time.sleep(job.data.get("sleep", 0))
+        # One short write to a file opened for appending: lines from concurrent jobs and
+        # processes never interleave.
+        with open(job.data["path"], "a") as out:
+            out.write(f"{job.id} {job.attempt}\n")
