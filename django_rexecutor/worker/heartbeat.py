@@ -4,11 +4,17 @@ the database's, and rescues the jobs of workers that are not alive.
 Beats and rescue passes run in two threads, so a long rescue (many orphaned jobs) never delays
 a beat: a worker must not look dead because it was busy rescuing. Rescue compares heartbeats
 with the database's clock (``Backend.rescue_orphaned_jobs``) and heartbeats are stamped with it,
-so a worker with a skewed clock can neither be rescued while alive nor rescue a live one."""
+so a worker with a skewed clock can neither be rescued while alive nor rescue a live one.
+
+After its own beats failed (the database was unreachable, or this process was stopped) a worker
+rescues nothing until it has beaten again without a break for ``rescue_after``: every other
+worker lost the database too, their heartbeats went stale during the outage although they are
+alive, and they need that long to beat again before anyone may call them dead."""
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -56,21 +62,37 @@ class Heartbeat:
             threading.Thread(target=self._rescue_loop, name="rexecutor-rescue", daemon=True),
         ]
         self._rescue_first = False
+        #: ``time.monotonic()`` before which no rescue pass runs (see the module docstring);
+        #: ``inf`` while our beats fail.
+        self.rescue_allowed_at = 0.0
 
     def beat(self) -> None:
         """Record a heartbeat now and re-read the database's time (raises on database
         errors)."""
         started = time.monotonic()
-        self.backend.record_heartbeat(
-            self.worker_id,
-            executors=self.executors,
-            concurrency=self.concurrency,
-            running=self.running(),
-        )
+        try:
+            self.backend.record_heartbeat(
+                self.worker_id,
+                executors=self.executors,
+                concurrency=self.concurrency,
+                running=self.running(),
+            )
+        except BaseException:
+            self.rescue_allowed_at = math.inf
+            raise
+        gap = started - self.last_beat if self.last_beat else 0.0
+        if self.rescue_allowed_at == math.inf or gap > self.rescue_after.total_seconds():
+            # Back after an outage (or a pause of this process): others may still look dead.
+            self.rescue_allowed_at = started + self.rescue_after.total_seconds()
         self.last_beat = started
         self.clock.sync()
 
     def rescue(self) -> list[int]:
+        """Rescue the jobs of dead workers, unless our own beats failed too recently to tell
+        a dead worker from one that lost the database with us."""
+        if time.monotonic() < self.rescue_allowed_at:
+            logger.debug("Rescue deferred: this worker's heartbeat is back from an outage")
+            return []
         rescued = self.backend.rescue_orphaned_jobs(self.rescue_after)
         if rescued:
             logger.warning(
