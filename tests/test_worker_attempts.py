@@ -36,7 +36,6 @@ SETTINGS = "tests.settings_attempts"
 FINISHED = (JobStatus.COMPLETE, JobStatus.RETRYABLE, JobStatus.DISCARDED, JobStatus.CANCELLED)
 
 
-
 def start(manage_py: list[str], env: dict[str, str], *args: str, **options: Any) -> WorkerProcess:
     worker = WorkerProcess(manage_py, env, *args, settings=SETTINGS, **options)
     worker.wait_for_output("started")

@@ -38,9 +38,7 @@ class AttemptsConformance:
         assert len(jobs) == count, jobs
         return sorted(jobs, key=lambda j: j.id)
 
-    def test_error_values_are_stored_readable_whatever_they_contain(
-        self, backend: Backend
-    ) -> None:
+    def test_error_values_are_stored_readable_whatever_they_contain(self, backend: Backend) -> None:
         (job,) = self._running(backend)
         error = ErrorDetails(
             "x" * (ERROR_TYPE_MAX_LENGTH + 50),
