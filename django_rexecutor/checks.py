@@ -14,6 +14,8 @@ from django.db import connections
 from .conf import DEFAULTS
 
 _DURATIONS = ("POLL_INTERVAL", "HEARTBEAT_INTERVAL", "RESCUE_AFTER", "SHUTDOWN_TIMEOUT")
+#: Durations for which zero is meaningful (``CANCEL_GRACE = 0``: interrupt at once).
+_MAY_BE_ZERO = ("CANCEL_GRACE",)
 
 
 def register() -> None:
@@ -48,20 +50,20 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
             )
         )
-    for key in _DURATIONS:
+    for key in (*_DURATIONS, *_MAY_BE_ZERO):
         value = raw.get(key)
         if value is None:
             continue
         ok = isinstance(value, timedelta) or (
             isinstance(value, (int, float)) and not isinstance(value, bool)
         )
-        if not ok or (value if not isinstance(value, timedelta) else value.total_seconds()) <= 0:
+        seconds = value.total_seconds() if isinstance(value, timedelta) else value
+        zero_ok = key in _MAY_BE_ZERO
+        # Written as "not >" so that NaN fails too.
+        if not ok or not (seconds >= 0 if zero_ok else seconds > 0):
+            kind = "a number of seconds >= 0" if zero_ok else "a positive number of seconds"
             errors.append(
-                _error(
-                    f'REXECUTOR["{key}"] must be a positive number of seconds or a timedelta, '
-                    f"got {value!r}.",
-                    "E003",
-                )
+                _error(f'REXECUTOR["{key}"] must be {kind} or a timedelta, got {value!r}.', "E003")
             )
     concurrency = raw.get("CONCURRENCY")
     if concurrency is not None and (

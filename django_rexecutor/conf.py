@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_INTERVAL": 5,
     "RESCUE_AFTER": 30,
     "SHUTDOWN_TIMEOUT": 30,
+    "CANCEL_GRACE": 5,
     "CRON": [],
     "PRUNER": None,
     # Bytes of JSON each of a new job's data, metadata and tags may take (None: no limit). Far
@@ -72,6 +73,11 @@ class Settings:
     @property
     def SHUTDOWN_TIMEOUT(self) -> timedelta:
         return to_timedelta(self.get("SHUTDOWN_TIMEOUT"), name='REXECUTOR["SHUTDOWN_TIMEOUT"]')
+
+    @property
+    def CANCEL_GRACE(self) -> timedelta:
+        """How long a running sync job asked to cancel may take to stop by itself."""
+        return to_timedelta(self.get("CANCEL_GRACE"), name='REXECUTOR["CANCEL_GRACE"]')
 
     @property
     def CRON(self) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .encoding import CanonicalJSONEncoder
 from .fields import TagsField
-from .status import READY_STATUSES, JobStatus
+from .status import ERROR_TYPE_MAX_LENGTH, READY_STATUSES, JobStatus
 
 #: NOTIFY channels; the suffix is bumped if the payload format ever changes.
 JOBS_CHANNEL = "rexecutor_jobs_v1"
@@ -164,7 +164,7 @@ class JobErrorRecord(models.Model):
         JobRecord, on_delete=models.CASCADE, related_name="error_records", verbose_name=_("job")
     )
     attempt = models.IntegerField(_("attempt"))
-    error_type = models.CharField(_("error type"), max_length=100)
+    error_type = models.CharField(_("error type"), max_length=ERROR_TYPE_MAX_LENGTH)
     message = models.TextField(_("message"), blank=True)
     traceback = models.TextField(_("traceback"), blank=True)
     recorded_at = models.DateTimeField(_("recorded at"), default=timezone.now)

@@ -35,6 +35,10 @@ TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
 )
 
 
+#: Longest error type a job's history stores (the column's length); longer ones are truncated.
+ERROR_TYPE_MAX_LENGTH = 100
+
+
 class ErrorType:
     """Error types recorded by the library itself; an ``ExecutionError`` adds its own."""
 

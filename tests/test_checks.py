@@ -74,6 +74,21 @@ def test_e003_durations(key: str, value: Any) -> None:
     assert key in messages[0].msg and repr(value) in messages[0].msg
 
 
+@pytest.mark.parametrize("value", [-1, "5", True, [1], float("nan"), timedelta(-1)])
+def test_e003_a_negative_cancel_grace(value: Any) -> None:
+    with override_settings(REXECUTOR={"CANCEL_GRACE": value}):
+        messages = check_settings()
+    assert _ids(messages) == ["django_rexecutor.E003"]
+    assert "CANCEL_GRACE" in messages[0].msg and ">= 0" in messages[0].msg
+
+
+@pytest.mark.parametrize("value", [0, 0.5, timedelta(0), timedelta(seconds=10)])
+def test_a_cancel_grace_of_zero_or_more_is_accepted(value: Any) -> None:
+    with override_settings(REXECUTOR={"CANCEL_GRACE": value}):
+        assert check_settings() == []
+        assert rexecutor_settings.CANCEL_GRACE.total_seconds() >= 0
+
+
 @pytest.mark.parametrize("value", [timedelta(milliseconds=200), 0.2, 3])
 def test_durations_accept_seconds_or_timedeltas(value: Any) -> None:
     with override_settings(REXECUTOR={"HEARTBEAT_INTERVAL": value}):
@@ -143,12 +158,14 @@ def test_defaults() -> None:
         "HEARTBEAT_INTERVAL": 5,
         "RESCUE_AFTER": 30,
         "SHUTDOWN_TIMEOUT": 30,
+        "CANCEL_GRACE": 5,
         "CRON": [],
         "PRUNER": None,
         "MAX_PAYLOAD_BYTES": 16 * 1024 * 1024,
     }
     with override_settings(REXECUTOR={}):
         assert rexecutor_settings.CONCURRENCY == 10
+        assert timedelta(seconds=5) == rexecutor_settings.CANCEL_GRACE
         assert timedelta(seconds=30) == rexecutor_settings.RESCUE_AFTER
         expected_poll = 1.0 if connection.vendor == "postgresql" else 0.2
         assert timedelta(seconds=expected_poll) == rexecutor_settings.POLL_INTERVAL

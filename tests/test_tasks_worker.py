@@ -132,7 +132,10 @@ def test_a_worker_dedicated_to_one_queue(manage_py, env) -> None:
 def test_cancelling_from_the_admin_shows_the_task_failed(manage_py, env, admin_client) -> None:
     running = defs.sleepy.enqueue(30)
     waiting = defs.add.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(1, 1)
-    worker = WorkerProcess(manage_py, env, "--executor", "django_tasks.default")
+    # A task cannot see job.cancel_requested: with no grace it is interrupted at once.
+    worker = WorkerProcess(
+        manage_py, env, "--executor", "django_tasks.default", overrides={"CANCEL_GRACE": 0}
+    )
     try:
 
         def is_running() -> bool:

@@ -133,7 +133,8 @@ def test_a_stale_result_changes_nothing(manage_py, subprocess_env) -> None:
 @pytest.mark.parametrize("executor", [SlowSync, SlowAsync], ids=["sync", "async"])
 def test_cancel_a_running_job(manage_py, subprocess_env, executor) -> None:
     job_id = executor.enqueue({"seconds": 30})
-    worker = WorkerProcess(manage_py, subprocess_env)
+    # SlowSync ignores job.cancel_requested: without a grace it is interrupted at once.
+    worker = WorkerProcess(manage_py, subprocess_env, overrides={"CANCEL_GRACE": 0})
     try:
         wait_until(lambda: executing(job_id), 20, worker)
         executor.cancel_job(job_id, "changed my mind")

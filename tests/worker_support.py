@@ -23,8 +23,9 @@ class WorkerProcess:
         *args: str,
         overrides: dict[str, Any] | None = None,
         persistent_connections: bool = False,
+        settings: str = "tests.settings_worker",
     ) -> None:
-        env = dict(env, DJANGO_SETTINGS_MODULE="tests.settings_worker")
+        env = dict(env, DJANGO_SETTINGS_MODULE=settings)
         if persistent_connections:
             env["REXECUTOR_TEST_CONN_MAX_AGE"] = "none"
         env["REXECUTOR_TEST_OVERRIDES"] = json.dumps(overrides or {})

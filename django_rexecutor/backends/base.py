@@ -18,6 +18,7 @@ State-change rules every backend enforces (see SPEC §4):
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
@@ -29,7 +30,7 @@ from asgiref.sync import sync_to_async
 
 from ..job import Job, JobId
 from ..query import Query
-from ..status import JobStatus
+from ..status import ERROR_TYPE_MAX_LENGTH, JobStatus
 from ..uniqueness import UniquenessCriteria
 
 
@@ -55,11 +56,46 @@ class EnqueuableJob:
 
 @dataclass(frozen=True)
 class ErrorDetails:
-    """An error to record in a job's history; the backend adds the attempt and the time."""
+    """An error to record in a job's history; the backend adds the attempt and the time.
+
+    The values are made storable on creation, so that no backend can fail to write them:
+    NUL characters (which PostgreSQL text cannot hold) and lone surrogates (which no database
+    can encode) become visible escapes, a non-string becomes its ``str()``, and an
+    ``error_type`` longer than its column is cut to ``ERROR_TYPE_MAX_LENGTH`` characters,
+    ending with ``…``."""
 
     error_type: str
     message: str
     traceback: str = ""
+
+    def __post_init__(self) -> None:
+        error_type = storable_text(self.error_type)
+        if len(error_type) > ERROR_TYPE_MAX_LENGTH:
+            error_type = error_type[: ERROR_TYPE_MAX_LENGTH - len(TRUNCATED)] + TRUNCATED
+        object.__setattr__(self, "error_type", error_type)
+        object.__setattr__(self, "message", storable_text(self.message))
+        object.__setattr__(self, "traceback", storable_text(self.traceback))
+
+
+#: Ends an ``error_type`` that was cut to fit its column.
+TRUNCATED = "…"
+
+
+def storable_text(value: object) -> str:
+    """``value`` as text every backend can store (see ``ErrorDetails``); never raises."""
+    try:
+        # A str subclass (e.g. a choices member) becomes a plain str too.
+        text = value if type(value) is str else str(value)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error
+        text = f"<{type(value).__name__} object: str() failed>"
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 @dataclass(frozen=True)
@@ -258,8 +294,15 @@ class Backend(ABC):
 
     def complete_jobs(self, claims: Sequence[Claim]) -> int:
         """Mark many claimed jobs complete at once (the worker batches its acks); returns how
-        many were written. Backends override this to use one statement."""
-        return sum(self.mark_job_complete(c.job_id, claim=c) for c in claims)
+        many were written (a job deleted meanwhile is not). Backends override this to use one
+        statement."""
+        from ..exceptions import JobNotFound
+
+        written = 0
+        for c in claims:
+            with contextlib.suppress(JobNotFound):
+                written += self.mark_job_complete(c.job_id, claim=c)
+        return written
 
     @abstractmethod
     def release_jobs(self, claims: Sequence[Claim]) -> int:

@@ -50,6 +50,7 @@ from ..query import (
 )
 from ..status import ErrorType, JobStatus
 from ..uniqueness import Replace, UniquenessCriteria
+from .conformance_attempts import AttemptsConformance
 from .conformance_identity import IdentityConformance
 from .conformance_uniq import UniqConformance
 
@@ -94,7 +95,7 @@ class _CleanThreadPool(ThreadPoolExecutor):
         return super().submit(call)
 
 
-class BackendConformanceTests(IdentityConformance, UniqConformance):
+class BackendConformanceTests(AttemptsConformance, IdentityConformance, UniqConformance):
     """Mixin of backend tests; a subclass named ``Test…`` implements ``make_backend``."""
 
     #: Poll interval given to ``subscribe_ready_jobs`` where polling may be the guarantee.

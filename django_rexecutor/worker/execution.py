@@ -17,16 +17,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 from django.utils import timezone
 
-from ..backends.base import Backend, Claim, ErrorDetails
-from ..backoff import DEFAULT_BACKOFF
+from ..backends.base import Backend, Claim, ErrorDetails, storable_text
+from ..backoff import DEFAULT_BACKOFF, to_timedelta
 from ..encoding import to_json_native
-from ..exceptions import EncodeDecodeError
+from ..exceptions import EncodeDecodeError, JobNotFound
 from ..outcomes import Cancel, Done, ExecutionError, Snooze
 from ..status import ErrorType
+from .connections import DB_ERRORS
 
 if TYPE_CHECKING:
+    from django.dispatch import Signal
+
     from ..executor import Executor
     from ..job import Job
 
@@ -95,20 +100,49 @@ def result_of_value(value: object) -> AttemptResult:
         "error",
         ErrorDetails(
             ErrorType.PANIC,
-            f"execute() returned {value!r}; expected None, Done(), Cancel(...) or Snooze(...).",
+            f"execute() returned {_safe_repr(value)}; expected None, Done(), Cancel(...) or "
+            "Snooze(...).",
         ),
     )
 
 
 def result_of_exception(exc: BaseException) -> AttemptResult:
-    if isinstance(exc, JobInterrupted):
+    """The failure ``exc`` stands for. Never raises, even for an exception whose ``__str__``
+    (or ``error_type``) is broken: the attempt must end whatever it raised."""
+    if isinstance(exc, JobInterrupted | asyncio.CancelledError):
         return INTERRUPTED_RESULT
-    text = "".join(traceback.format_exception(exc))
+    text = _safe_traceback(exc)
     if isinstance(exc, ExecutionError):
-        message = exc.message or str(exc) or type(exc).__name__
-        return AttemptResult("error", ErrorDetails(str(exc.error_type), message, text))
-    message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return AttemptResult("error", ErrorDetails(ErrorType.PANIC, message, text))
+        message = storable_text(exc.message) or _safe_str(exc) or type(exc).__name__
+        return AttemptResult("error", ErrorDetails(storable_text(exc.error_type), message, text))
+    return AttemptResult("error", ErrorDetails(ErrorType.PANIC, describe_exception(exc), text))
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"ValueError: message"`` (or just the type's name), safe for any exception."""
+    message = _safe_str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ is the job's bug, not the worker's
+        return f"<{type(exc).__name__}.__str__() failed>"
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001
+        return f"<{type(value).__name__} object: repr() failed>"
+
+
+def _safe_traceback(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:  # noqa: BLE001 - e.g. a __str__ that fails in a way traceback misses
+        return f"{type(exc).__name__} (its traceback could not be formatted)"
 
 
 def timeout_result(limit: timedelta) -> AttemptResult:
@@ -122,14 +156,12 @@ def attempt_timeout(executor: Executor, job: Job) -> timedelta | None:
     """``executor.timeout(job)``; a broken hook is logged and means no limit."""
     try:
         limit = executor.timeout(job)
+        return None if limit is None else to_timedelta(limit, name=f"{job.executor}.timeout()")
     except Exception:
         logger.exception(
             "%s.timeout() failed for job %s; running without a limit", job.executor, job.id
         )
         return None
-    if limit is not None and not isinstance(limit, timedelta):
-        limit = timedelta(seconds=float(limit))
-    return limit
 
 
 def run_sync(executor: Executor, job: Job) -> AttemptResult:
@@ -154,7 +186,8 @@ async def run_async(executor: Executor, job: Job) -> AttemptResult:
 
 def _retry_at(executor: Executor, job: Job, now: datetime) -> datetime:
     try:
-        delay = executor.backoff(job)
+        # Like every duration in the library: a timedelta or a number of seconds.
+        delay = to_timedelta(executor.backoff(job), name=f"{job.executor}.backoff()")
     except Exception:
         logger.exception(
             "%s.backoff() failed for job %s; using the default backoff", job.executor, job.id
@@ -176,9 +209,21 @@ def write_result(
     now: datetime | None = None,
 ) -> str:
     """Record ``result`` for ``job`` with a write fenced by its claim; return the outcome name
-    (``STALE`` if the job was no longer ours). ``"done"`` is written here too, although the
-    worker batches those with ``complete_jobs``."""
-    now = now or timezone.now()
+    (``STALE`` if the job was no longer ours, or was deleted while it ran). ``"done"`` is
+    written here too, although the worker batches those with ``complete_jobs``."""
+    try:
+        return _write(backend, executor, job, result, now or timezone.now())
+    except JobNotFound:
+        logger.warning(
+            "job %s %s attempt %s: deleted while it ran; its %s result is not recorded",
+            job.id, job.executor, job.attempt, result.kind,
+        )  # fmt: skip
+        return STALE
+
+
+def _write(
+    backend: Backend, executor: Executor | None, job: Job, result: AttemptResult, now: datetime
+) -> str:
     claim = Claim.of(job)
     kind = result.kind
     if kind == "cancel" or job.cancel_requested:
@@ -205,6 +250,68 @@ def write_result(
     return RETRYABLE if backend.mark_job_retryable(job.id, at, error, claim=claim) else STALE
 
 
+#: Recorded when even the failure explaining a refused write cannot be written.
+_MINIMAL_FAILURE: Final = AttemptResult(
+    "error",
+    ErrorDetails(ErrorType.PANIC, "the worker could not record this attempt's result; see its log"),
+)
+
+
+def record_result(
+    backend: Backend,
+    executor: Executor | None,
+    job: Job,
+    result: AttemptResult,
+    *,
+    now: datetime | None = None,
+) -> tuple[str, AttemptResult]:
+    """``write_result``, surviving a write the backend refuses for good: returns the outcome
+    and the result actually recorded.
+
+    A transient database error (``DB_ERRORS``) propagates, so the caller retries the write
+    once the database is back. Any other error means this job's result cannot be written as
+    it is: the attempt is then recorded as a failure explaining why (the job is discarded,
+    or cancelled if that was requested), and failing that with a minimal fixed error. If
+    even that is refused, nothing is recorded; the job stays executing until this worker
+    stops and another one rescues it."""
+    try:
+        return write_result(backend, executor, job, result, now=now), result
+    except DB_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one job's write must not stop the worker
+        _log_refused(job, result, exc)
+        explained = AttemptResult(
+            "error",
+            ErrorDetails(
+                ErrorType.PANIC,
+                f"the worker could not record this attempt's {result.kind} result: "
+                f"{describe_exception(exc)}",
+            ),
+        )
+    for fallback in (explained, _MINIMAL_FAILURE):
+        try:
+            # No executor: a failure made up by the worker is not retried.
+            return write_result(backend, None, job, fallback, now=now), fallback
+        except DB_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            _log_refused(job, fallback, exc)
+    logger.error(
+        "job %s %s attempt %s: nothing could be recorded; it stays executing until this worker "
+        "stops and it is rescued",
+        job.id, job.executor, job.attempt,
+    )  # fmt: skip
+    return STALE, result
+
+
+def _log_refused(job: Job, result: AttemptResult, exc: Exception) -> None:
+    logger.error(
+        "job %s %s attempt %s: recording its %s result failed: %s",
+        job.id, job.executor, job.attempt, result.kind, describe_exception(exc),
+        exc_info=exc,
+    )  # fmt: skip
+
+
 def log_outcome(job: Job, outcome: str, duration: float, result: AttemptResult | None) -> None:
     """One line per attempt: id, executor, attempt, outcome and duration in the text itself."""
     if outcome in (COMPLETE, SNOOZED, CANCELLED):
@@ -226,14 +333,51 @@ def send_started(executor_cls: type[Executor], job: Job) -> None:
     from ..signals import job_started
 
     if job_started.receivers:
-        job_started.send(sender=executor_cls, job=job)
+        _send_robust(job_started, "job_started", executor_cls, job)
 
 
 def send_finished(executor_cls: type[Any], job: Job, outcome: str, duration: float) -> None:
     from ..signals import job_finished
 
     if job_finished.receivers:
-        job_finished.send(sender=executor_cls, job=job, outcome=outcome, duration=duration)
+        _send_robust(
+            job_finished, "job_finished", executor_cls, job, outcome=outcome, duration=duration
+        )
+
+
+def _send_robust(signal: Signal, name: str, sender: type[Any], job: Job, **kwargs: Any) -> None:
+    """Send ``signal``; a receiver that raises is logged and skipped, so it cannot stop the
+    worker (or leave the job it was told about unrecorded)."""
+    for receiver, response in signal.send_robust(sender=sender, job=job, **kwargs):
+        if isinstance(response, Exception):
+            logger.error(
+                "%s receiver %s failed for job %s %s: %s",
+                name, _receiver_name(receiver), job.id, job.executor,
+                describe_exception(response),
+                exc_info=response,
+            )  # fmt: skip
+
+
+def _receiver_name(receiver: object) -> str:
+    module = getattr(receiver, "__module__", None)
+    qualname = getattr(receiver, "__qualname__", None) or _safe_repr(receiver)
+    return f"{module}.{qualname}" if module else str(qualname)
+
+
+def tidy_connections() -> None:
+    """``close_old_connections()`` for the calling thread, as Django does around a request:
+    closes a connection past its ``CONN_MAX_AGE`` or broken by an earlier error, so the next
+    query reconnects. Called around every attempt; a failure here is not the job's."""
+    try:
+        close_old_connections()
+    except Exception:
+        logger.debug("Closing old database connections failed", exc_info=True)
+
+
+async def atidy_connections() -> None:
+    """``tidy_connections`` in the thread where Django's async ORM runs its queries (the one
+    ``sync_to_async`` uses for thread-sensitive calls), whose connection nothing else tidies."""
+    await sync_to_async(tidy_connections)()
 
 
 def elapsed_since(start: float) -> float:

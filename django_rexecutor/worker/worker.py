@@ -21,7 +21,6 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
-from django.db import close_old_connections
 from django.utils import timezone
 
 from .. import registry
@@ -42,16 +41,19 @@ from .execution import (
     INTERRUPTED_RESULT,
     STALE,
     AttemptResult,
+    atidy_connections,
     attempt_timeout,
+    describe_exception,
     is_async_executor,
     log_outcome,
+    record_result,
     result_of_exception,
     run_async,
     run_sync,
     send_finished,
     send_started,
+    tidy_connections,
     timeout_result,
-    write_result,
 )
 from .heartbeat import Heartbeat
 from .plugins import PluginRunner, load_plugins
@@ -123,6 +125,7 @@ class _Attempt:
     """One running attempt of one job, owned by the orchestrating thread."""
 
     __slots__ = (
+        "cancel_at",
         "deadline",
         "executor_cls",
         "guard",
@@ -148,6 +151,8 @@ class _Attempt:
         self.guard: Interruptible | None = None
         self.task: Any = None
         self.interrupt_requested = False
+        #: When a sync attempt asked to cancel is interrupted if it has not ended by itself.
+        self.cancel_at: float | None = None
         #: Set once by the thread that ran it.
         self.result: AttemptResult | None = None
         #: The outcome was decided by the worker (timeout, release) before the job ended.
@@ -198,12 +203,15 @@ class Worker:
         self.poll_interval = rexecutor_settings.POLL_INTERVAL.total_seconds()
         self.heartbeat_interval = rexecutor_settings.HEARTBEAT_INTERVAL
         self.rescue_after = rexecutor_settings.RESCUE_AFTER
+        self.cancel_grace = rexecutor_settings.CANCEL_GRACE.total_seconds()
         self.limits = {
             n: cls.max_concurrency
             for n, cls in self.executors.items()
             if cls.max_concurrency is not None
         }
         self._async_names = {n for n, cls in self.executors.items() if is_async_executor(cls)}
+        #: Async attempts running on the event loop (touched by the loop's thread only).
+        self._async_running = 0
         #: Outcome → count, for the exit summary.
         self.stats: Counter[str] = Counter()
         self.started_at = timezone.now()
@@ -258,6 +266,7 @@ class Worker:
             "heartbeat_interval": self.heartbeat_interval.total_seconds(),
             "rescue_after": self.rescue_after.total_seconds(),
             "shutdown_timeout": self.shutdown_timeout,
+            "cancel_grace": self.cancel_grace,
             "burst": self.burst,
             "cron": self.cron,
             "pruner": self.pruner,
@@ -402,7 +411,13 @@ class Worker:
         timeout = 1.0 if self.burst else max(self.poll_interval, _BACKSTOP_INTERVAL)
         if self._active:
             timeout = min(timeout, CANCEL_POLL_INTERVAL)
-            deadlines = [a.deadline for a in self._active if a.deadline and not a.settled]
+            deadlines = [
+                at
+                for a in self._active
+                if not a.settled
+                for at in (a.deadline, a.cancel_at)
+                if at is not None
+            ]
             if deadlines:
                 timeout = min(timeout, max(0.0, min(deadlines) - time.monotonic()))
         if self._stop_deadline is not None:
@@ -450,7 +465,7 @@ class Worker:
             if isinstance(exc, DB_ERRORS):
                 raise
             logger.exception("Claiming jobs failed")
-            raise BackendError(f"claim_jobs failed: {exc}") from exc
+            raise BackendError(f"claim_jobs failed: {describe_exception(exc)}") from exc
         for job in jobs:
             self._start_attempt(job)
         if len(jobs) < limit:
@@ -535,12 +550,12 @@ class Worker:
         result = INTERRUPTED_RESULT
         try:
             if guard.enter():
-                close_old_connections()
                 try:
+                    tidy_connections()
                     result = run_sync(attempt.instance, attempt.job)
                 finally:
                     guard.leave()
-                close_old_connections()
+                tidy_connections()
         except BaseException as exc:  # noqa: BLE001 - never let a job kill a pool thread
             result = result_of_exception(exc)
         self._finish(attempt, result)
@@ -549,11 +564,23 @@ class Worker:
         import asyncio
 
         assert attempt.instance is not None
-        if attempt.interrupt_requested:
-            self._finish(attempt, INTERRUPTED_RESULT)
-            return
-        attempt.task = asyncio.current_task()
-        result = await run_async(attempt.instance, attempt.job)
+        result = INTERRUPTED_RESULT
+        self._async_running += 1
+        try:
+            if not attempt.interrupt_requested:
+                attempt.task = asyncio.current_task()
+                # The async ORM's one thread needs the connection care the pool threads get
+                # around each job. Each tidy-up is a hop to that thread (~0.1 ms), so the one
+                # after a job, which only closes a connection past its CONN_MAX_AGE, is done
+                # when the last running async job ends, not after every job.
+                await atidy_connections()
+                result = await run_async(attempt.instance, attempt.job)
+                if self._async_running == 1:
+                    await atidy_connections()
+        except BaseException as exc:  # noqa: BLE001 - the attempt must end, whatever happens
+            result = result_of_exception(exc)
+        finally:
+            self._async_running -= 1
         self._finish(attempt, result)
 
     def _finish(self, attempt: _Attempt, result: AttemptResult) -> None:
@@ -590,7 +617,16 @@ class Worker:
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         for attempt in list(self._active):
-            if attempt.settled or attempt.deadline is None or attempt.deadline > now:
+            if attempt.settled:
+                continue
+            if attempt.cancel_at is not None and attempt.cancel_at <= now:
+                attempt.cancel_at = None
+                logger.info(
+                    "job %s %s: still running %gs after its cancel request, interrupting it",
+                    attempt.job.id, attempt.job.executor, self.cancel_grace,
+                )  # fmt: skip
+                self._interrupt(attempt)
+            if attempt.deadline is None or attempt.deadline > now:
                 continue
             # Recorded at the deadline whether or not the job can be interrupted; its slot
             # stays taken until its thread really ends.
@@ -613,8 +649,20 @@ class Worker:
                 continue
             attempt.job._cancel_event = threading.Event()
             attempt.job._cancel_event.set()
-            logger.info("job %s %s: cancel requested, stopping it", job_id, attempt.job.executor)
-            self._interrupt(attempt)
+            # An async job is cancelled at once: CancelledError at its next await is its
+            # chance to clean up. A sync job can only see the flag, so it gets a grace period
+            # to stop by itself before it is interrupted.
+            if attempt.is_async or self.cancel_grace <= 0:
+                logger.info(
+                    "job %s %s: cancel requested, stopping it", job_id, attempt.job.executor
+                )
+                self._interrupt(attempt)
+            else:
+                logger.info(
+                    "job %s %s: cancel requested; interrupting it in %gs unless it ends first",
+                    job_id, attempt.job.executor, self.cancel_grace,
+                )  # fmt: skip
+                attempt.cancel_at = now + self.cancel_grace
 
     # -- writing results ---------------------------------------------------------------------
     def _flush_writes(self) -> None:
@@ -625,27 +673,51 @@ class Worker:
         done = [
             (a, r) for a, r in self._to_write if r is DONE_RESULT and not a.job.cancel_requested
         ]
-        if done:
-            written = self.backend.complete_jobs([Claim.of(a.job) for a, _ in done])
-            outcomes = [COMPLETE] * len(done)
-            if written != len(done):
-                outcomes = self._settled_outcomes([a for a, _ in done])
+        if done and self._complete(done):
             finished = {id(a) for a, _ in done}
             self._to_write = deque((a, r) for a, r in self._to_write if id(a) not in finished)
-            for (attempt, result), outcome in zip(done, outcomes, strict=True):
-                self._report(attempt, outcome, result)
         while self._to_write:
             attempt, result = self._to_write[0]
-            outcome = write_result(
+            outcome, recorded = record_result(
                 self.backend, attempt.instance, attempt.job, result, now=self.clock.now()
             )
             self._to_write.popleft()
+            self._report(attempt, outcome, recorded)
+
+    def _complete(self, done: list[tuple[_Attempt, AttemptResult]]) -> bool:
+        """Acknowledge completions in one batch and report them; ``False`` if the backend
+        refused the batch for good, leaving them to be written (and reported) one by one."""
+        try:
+            written = self.backend.complete_jobs([Claim.of(a.job) for a, _ in done])
+        except DB_ERRORS:
+            raise
+        except Exception as exc:  # one bad row must not block the others
+            logger.error(
+                "Acknowledging %d completed job(s) at once failed (%s); writing them one by one",
+                len(done), describe_exception(exc), exc_info=exc,
+            )  # fmt: skip
+            return False
+        outcomes = [COMPLETE] * len(done)
+        if written != len(done):
+            outcomes = self._settled_outcomes([a for a, _ in done])
+        for (attempt, result), outcome in zip(done, outcomes, strict=True):
             self._report(attempt, outcome, result)
+        return True
 
     def _settled_outcomes(self, attempts: list[_Attempt]) -> list[str]:
         """After a partly refused batch of completions, find out what each job became: complete
         (by us), cancelled (a cancel request won) or stale (no longer ours)."""
-        jobs = {j.id: j for j in self.backend.query(IdIn(tuple(a.job.id for a in attempts)))}
+        try:
+            found = self.backend.query(IdIn(tuple(a.job.id for a in attempts)))
+        except DB_ERRORS:
+            raise
+        except Exception as exc:  # the writes are done; only the report is unsure
+            logger.error(
+                "Reading back %d acknowledged job(s) failed (%s); reporting them as stale",
+                len(attempts), describe_exception(exc), exc_info=exc,
+            )  # fmt: skip
+            found = []
+        jobs = {j.id: j for j in found}
         outcomes = []
         for attempt in attempts:
             job = jobs.get(attempt.job.id)
@@ -692,11 +764,15 @@ class Worker:
         self._hungry.set()
         self._recheck.set()
         code = 1 if self._signals >= 2 else 0
+        # Every step below runs whatever the previous one raised: the worker must always end up
+        # releasing its jobs and removing its row.
         try:
             self._reap()
             self._flush_writes()
-        except DB_ERRORS as exc:
-            logger.warning("Could not record %d result(s): %s", len(self._to_write), exc)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning(
+                "Could not record %d result(s): %s", len(self._to_write), describe_exception(exc)
+            )
         # Something claimed under our id still executing in the database (neither written nor
         # released) keeps our row: it must go stale for rescue to take those jobs over.
         left_executing = False
@@ -708,10 +784,12 @@ class Worker:
             claims = [Claim.of(a.job) for a in unfinished]
             try:
                 released = self.backend.release_jobs(claims)
-            except DB_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001
                 released = 0
                 left_executing = True
-                logger.warning("Could not release jobs (%s); they will be rescued", exc)
+                logger.warning(
+                    "Could not release jobs (%s); they will be rescued", describe_exception(exc)
+                )
             self.stats["released"] += released
             logger.warning(
                 "Released %d unfinished job(s) back to the queue: %s",
@@ -720,9 +798,12 @@ class Worker:
         if self._unseen_claims:
             try:
                 self._release_unseen_claims()
-            except DB_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001
                 left_executing = True
-                logger.warning("Could not give back unseen claims (%s); they will be rescued", exc)
+                logger.warning(
+                    "Could not give back unseen claims (%s); they will be rescued",
+                    describe_exception(exc),
+                )
         if self._heartbeat is not None:
             self._heartbeat.stop()
         if self._plugins is not None:
@@ -736,8 +817,10 @@ class Worker:
         else:
             try:
                 self.backend.remove_worker(self.worker_id)
-            except DB_ERRORS as exc:
-                logger.warning("Could not unregister worker %s: %s", self.worker_id, exc)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning(
+                    "Could not unregister worker %s: %s", self.worker_id, describe_exception(exc)
+                )
         if self._pool is not None:
             self._pool.shutdown()
         if self._loop is not None:

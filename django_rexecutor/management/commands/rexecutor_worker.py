@@ -99,6 +99,7 @@ class Command(BaseCommand):
         lines.append(
             f"  heartbeat:   {info['heartbeat_interval']:g}s   rescue after: "
             f"{info['rescue_after']:g}s   shutdown timeout: {info['shutdown_timeout']:g}s"
+            f"   cancel grace: {info['cancel_grace']:g}s"
         )
         mode = "burst (exit when no job is ready)" if info["burst"] else "continuous"
         plugins = [p for p in ("cron", "pruner") if info[p]]
