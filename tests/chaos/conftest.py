@@ -190,9 +190,9 @@ class Fleet:
         return name
 
     def owner(self, claimed_by: str | None) -> str | None:
-        """The fleet name of a ``claimed_by`` (a worker that lost a claim reply runs on as
-        ``name~1``)."""
-        return (claimed_by or "").split("~")[0] or None
+        """The fleet name of a ``claimed_by``: a worker's id is its name (``--name``) plus
+        ``@`` and a random part of its own."""
+        return (claimed_by or "").rpartition("@")[0] or None
 
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
         worker = self.workers.pop(name)

@@ -39,7 +39,7 @@ def test_sigkill_churn(fleet_factory, db, figures) -> None:
             killed_at = db.value("SELECT extract(epoch FROM clock_timestamp())::float")
             held = db.rows(
                 "SELECT id FROM rexecutor_job WHERE status = 'executing'"
-                " AND split_part(claimed_by, '~', 1) = %s",
+                " AND regexp_replace(claimed_by, '@[^@]*$', '') = %s",
                 [victim],
             )
             kills.append((killed_at, [row[0] for row in held]))
