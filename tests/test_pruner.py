@@ -358,6 +358,7 @@ def test_no_pruner_by_default() -> None:
             {"timezone": "Nowhere/Special", "rules": [{"status": "complete", "max_length": 1}]},
             "E205",
         ),
+        ({"schedule": "0 3 30 2 *", "rules": [{"status": "complete", "max_length": 1}]}, "E206"),
         ({"rules": [{"status": "executing", "max_age": 3600}]}, "E207"),
         ({"rules": [{"status": "EXECUTING", "max_length": 0}]}, "E207"),
         ({"rules": [{"status": "complete", "max_length": 1, "only": ["gone.executor"]}]}, "W201"),

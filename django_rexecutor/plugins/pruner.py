@@ -29,6 +29,7 @@ from .base import Plugin
 from .schedule import (
     CronSchedule,
     InvalidCronExpression,
+    NeverFiringCronExpression,
     SettingsProblem,
     UnknownTimeZone,
     as_check_messages,
@@ -217,6 +218,14 @@ def parse_pruner(raw: object) -> tuple[PrunerConfig | None, list[SettingsProblem
         schedule = CronSchedule.parse(raw.get("schedule", DEFAULT_SCHEDULE), raw.get("timezone"))
     except UnknownTimeZone as exc:
         problems.append(SettingsProblem("E205", f'REXECUTOR["PRUNER"]: {exc}'))
+    except NeverFiringCronExpression as exc:
+        problems.append(
+            SettingsProblem(
+                "E206",
+                f'REXECUTOR["PRUNER"]["schedule"]: {exc}',
+                hint="The pruner would never run; e.g. '0 3 * * *' prunes daily at 03:00.",
+            )
+        )
     except InvalidCronExpression as exc:
         problems.append(
             SettingsProblem(
@@ -270,7 +279,7 @@ def load_pruner_config() -> PrunerConfig | None:
 
 
 def check_pruner(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
-    """System check of ``REXECUTOR["PRUNER"]`` (ids ``django_rexecutor.E201``–``E205``,
+    """System check of ``REXECUTOR["PRUNER"]`` (ids ``django_rexecutor.E201``–``E207``,
     ``W201``)."""
     from django.conf import settings
 
