@@ -28,8 +28,8 @@ from django_rexecutor.plugins.cron import (
     check_cron,
     parse_entries,
 )
-from django_rexecutor.plugins.schedule import CronSchedule, InvalidCronExpression, UnknownTimeZone
 from django_rexecutor.plugins.pruner import Pruner
+from django_rexecutor.plugins.schedule import CronSchedule, InvalidCronExpression, UnknownTimeZone
 from django_rexecutor.query import Where
 from django_rexecutor.status import JobStatus
 from tests.cron_testapp import jobs as cron_jobs

@@ -105,8 +105,7 @@ def to_croniter_format(expression: object) -> tuple[str, bool]:
         parsed.get_next(datetime)
     except CroniterBadDateError:
         raise NeverFiringCronExpression(
-            f"Cron schedule {expression!r} never fires: no date matches its day and month "
-            "fields."
+            f"Cron schedule {expression!r} never fires: no date matches its day and month fields."
         ) from None
     return converted, has_seconds
 
