@@ -292,10 +292,10 @@ class CronScheduler(Plugin):
         if lost_connection is not None:
             raise lost_connection
         self._cleanup(now)
+        # A failing entry's tick is overdue; it asks to be called at its retry time instead.
         wake = [
-            max(filter(None, (self._next.get(e.name), self._retry_at.get(e.name))))
-            for e in self.entries
-            if e.name in self._next or e.name in self._retry_at
+            max(t for t in (self._next.get(name), self._retry_at.get(name)) if t is not None)
+            for name in {*self._next, *self._retry_at}
         ]
         return min(wake, default=now + CLEANUP_EVERY)
 
