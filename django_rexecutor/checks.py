@@ -65,6 +65,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             errors.append(
                 _error(f'REXECUTOR["{key}"] must be {kind} or a timedelta, got {value!r}.', "E003")
             )
+    errors += _check_heartbeat_within_rescue(raw)
     concurrency = raw.get("CONCURRENCY")
     if concurrency is not None and (
         isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
@@ -90,6 +91,35 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
     except ConfigurationError as exc:
         errors.append(_error(str(exc), "E006"))
     return errors
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration setting in seconds, ``None`` if it is not a valid one (E003 reports it)."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _check_heartbeat_within_rescue(raw: dict[str, Any]) -> list[Any]:
+    """E007: a worker that beats no more often than ``RESCUE_AFTER`` looks dead between two
+    beats, and its running jobs are rescued (and run twice) while it is alive."""
+    interval = _seconds(raw.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"]))
+    rescue_after = _seconds(raw.get("RESCUE_AFTER", DEFAULTS["RESCUE_AFTER"]))
+    if interval is None or rescue_after is None or interval <= 0 or rescue_after <= 0:
+        return []
+    if interval < rescue_after:
+        return []
+    return [
+        _error(
+            f'REXECUTOR["HEARTBEAT_INTERVAL"] ({interval:g} s) must be shorter than '
+            f'REXECUTOR["RESCUE_AFTER"] ({rescue_after:g} s): a live worker would be taken for '
+            "dead between two heartbeats and its running jobs rescued.",
+            "E007",
+            hint="Keep RESCUE_AFTER at least 3 times HEARTBEAT_INTERVAL (defaults: 5 s and 30 s).",
+        )
+    ]
 
 
 def check_database(

@@ -140,6 +140,16 @@ def test_search_by_id(admin_client: Client, mixed_jobs: dict[str, JobRecord]) ->
     assert listed_ids(admin_client.get(reverse(CHANGELIST), {"q": huge})) == []
 
 
+@pytest.mark.parametrize("term", ["²", "#²", "x²", "①", "١٢"])
+def test_search_for_characters_that_are_digits_only_in_unicode(
+    admin_client: Client, mixed_jobs: dict[str, JobRecord], term: str
+) -> None:
+    # "²".isdigit() is True, yet int("²") raises: such a word is not an id, but it may be a tag.
+    tagged = make_job(tags=[term])
+    response = admin_client.get(reverse(CHANGELIST), {"q": term})
+    assert listed_ids(response) == [tagged.pk]
+
+
 def test_filter_choices_list_executors_and_recent_tags(
     admin_client: Client, mixed_jobs: dict[str, JobRecord]
 ) -> None:

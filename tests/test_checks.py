@@ -97,6 +97,31 @@ def test_durations_accept_seconds_or_timedeltas(value: Any) -> None:
         assert expected == rexecutor_settings.HEARTBEAT_INTERVAL
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"HEARTBEAT_INTERVAL": 30, "RESCUE_AFTER": 30},
+        {"HEARTBEAT_INTERVAL": timedelta(minutes=1), "RESCUE_AFTER": 30},
+        {"RESCUE_AFTER": 5},  # the default heartbeat is 5 s
+        {"HEARTBEAT_INTERVAL": 45},  # the default rescue is after 30 s
+    ],
+)
+def test_e007_heartbeat_interval_not_below_rescue_after(value: dict[str, Any]) -> None:
+    with override_settings(REXECUTOR=value):
+        messages = check_settings()
+    assert _ids(messages) == ["django_rexecutor.E007"]
+    assert "HEARTBEAT_INTERVAL" in messages[0].msg and "RESCUE_AFTER" in messages[0].msg
+    assert "rescued" in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    "value", [{"HEARTBEAT_INTERVAL": 1, "RESCUE_AFTER": 3}, {"RESCUE_AFTER": 6}]
+)
+def test_a_heartbeat_interval_below_rescue_after_passes(value: dict[str, Any]) -> None:
+    with override_settings(REXECUTOR=value):
+        assert check_settings() == []
+
+
 @pytest.mark.parametrize("value", [0, -2, "10", True, 2.5])
 def test_e004_concurrency(value: Any) -> None:
     with override_settings(REXECUTOR={"CONCURRENCY": value}):

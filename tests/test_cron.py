@@ -4,6 +4,7 @@ the real database (exactly one job per tick, no backfill, the ``rexecutor_cron``
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -13,19 +14,24 @@ from django.core.management import call_command
 from django.db import connections
 from django.test import override_settings
 
+from django_rexecutor.backends.base import Claim, EnqueuableJob, PruneRule, PruneSpec
 from django_rexecutor.backends.memory import InMemoryBackend
 from django_rexecutor.backends.orm import DjangoBackend
 from django_rexecutor.exceptions import ConfigurationError
+from django_rexecutor.job import JobId
 from django_rexecutor.models import CronTickRecord, JobRecord
 from django_rexecutor.plugins.cron import (
     MISFIRE_GRACE,
+    RETRY_AFTER_ERROR,
     TICK_RETENTION,
     CronScheduler,
     check_cron,
     parse_entries,
 )
+from django_rexecutor.plugins.pruner import Pruner
 from django_rexecutor.plugins.schedule import CronSchedule, InvalidCronExpression, UnknownTimeZone
 from django_rexecutor.query import Where
+from django_rexecutor.status import JobStatus
 from tests.cron_testapp import jobs as cron_jobs
 
 TICK = cron_jobs.CronTick.name
@@ -156,6 +162,9 @@ def test_valid_entries_pass_the_checks() -> None:
         ({"executor": TICK, "schedule": "* * * * *", "priority": -1}, "django_rexecutor.E105", ""),
         ({"executor": TICK, "schedule": "* * * * *", "tags": "x"}, "django_rexecutor.E105", ""),
         ("not a dict", "django_rexecutor.E105", "dict"),
+        ({"executor": TICK, "schedule": "0 0 31 2 *"}, "django_rexecutor.E106", "never fires"),
+        ({"executor": TICK, "schedule": "0 0 0 30 2 *"}, "django_rexecutor.E106", "never fires"),
+        ({"executor": TICK, "schedule": "0 0 31 4,6 *"}, "django_rexecutor.E106", "'0 0 31 4,6 *'"),
     ],
 )
 def test_invalid_entries_have_documented_ids(entry: object, check_id: str, text: str) -> None:
@@ -200,6 +209,14 @@ def test_cron_must_be_a_list() -> None:
 def test_no_entries_means_no_scheduler() -> None:
     with override_settings(REXECUTOR={}):
         assert CronScheduler.from_settings(InMemoryBackend()) is None
+
+
+def test_rare_but_possible_dates_pass_the_checks() -> None:
+    # February 29th fires every four years; the last day of February every year.
+    with cron_settings(
+        {"executor": TICK, "schedule": "0 0 29 2 *"}, {"executor": TICK, "schedule": "0 0 L 2 *"}
+    ):
+        assert check_cron() == []
 
 
 # -- the scheduler against the database ------------------------------------------------------
@@ -400,3 +417,86 @@ def test_cron_command_without_entries() -> None:
     with override_settings(REXECUTOR={}):
         call_command("rexecutor_cron", stdout=out)
     assert "No cron entries" in out.getvalue()
+
+
+# -- one failing entry -----------------------------------------------------------------------
+
+
+class RefusingBackend(DjangoBackend):
+    """Refuses to enqueue jobs of one executor, as a full disk or a bug in it could."""
+
+    def enqueue(self, job: EnqueuableJob) -> JobId:
+        if job.executor == cron_jobs.CronOther.name:
+            raise ValueError("cannot enqueue this one")
+        return super().enqueue(job)
+
+
+@pytest.mark.django_db
+def test_an_entry_that_fails_is_logged_and_the_others_still_fire(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    entries, problems = parse_entries(
+        [
+            {"name": "failing", "executor": cron_jobs.CronOther.name, "schedule": "* * * * * *"},
+            EVERY_SECOND,
+        ]
+    )
+    assert not problems
+    cron = CronScheduler(RefusingBackend(), entries)
+    start = at(2025, 1, 1, 9)
+    cron.run_pending(start)
+    with caplog.at_level("ERROR", logger="django_rexecutor.cron"):
+        wake = cron.run_pending(start + timedelta(seconds=2))
+    assert [j.scheduled_at for j in tick_jobs()] == [start + timedelta(seconds=s) for s in range(3)]
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "cron failing: could not enqueue" in record.getMessage()
+    assert "cannot enqueue this one" in (record.exc_text or "")
+    # The failing entry waits before it tries again: no busy loop on it.
+    assert wake == start + timedelta(seconds=3)
+    caplog.clear()
+    cron.run_pending(start + timedelta(seconds=4))
+    assert len(tick_jobs()) == 5
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], "not retried yet"
+    cron.run_pending(start + timedelta(seconds=2) + RETRY_AFTER_ERROR)
+    assert [r.levelname for r in caplog.records].count("ERROR") == 1, "retried after the delay"
+
+
+def test_a_failing_entry_does_not_stop_the_pruner_in_the_worker() -> None:
+    from django_rexecutor.worker.plugins import PluginRunner
+
+    class Refusing(InMemoryBackend):
+        def enqueue(self, job: EnqueuableJob) -> JobId:
+            if job.executor == cron_jobs.CronOther.name:
+                raise ValueError("cannot enqueue this one")
+            return super().enqueue(job)
+
+    backend = Refusing()
+    old = backend.enqueue(cron_jobs.CronTick.builder().build())  # for the pruner to delete
+    [job] = backend.claim_jobs("w", {TICK: 1}, 1)
+    backend.mark_job_complete(job.id, claim=Claim.of(job))
+    entries, _ = parse_entries(
+        [
+            {"name": "failing", "executor": cron_jobs.CronOther.name, "schedule": "* * * * * *"},
+            {"name": "works", "executor": cron_jobs.CronWork.name, "schedule": "* * * * * *"},
+        ]
+    )
+    every_second = CronSchedule.parse("* * * * * *", "UTC")
+    spec = PruneSpec((PruneRule(JobStatus.COMPLETE, max_length=0),))
+    runner = PluginRunner(
+        backend, [CronScheduler(backend, entries), Pruner(backend, spec, every_second)]
+    )
+    runner.start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            works = backend.query(Where.all())
+            if old not in [j.id for j in works] and any(
+                j.executor == cron_jobs.CronWork.name for j in works
+            ):
+                break
+            time.sleep(0.05)
+    finally:
+        runner.stop()
+    remaining = backend.query(Where.all())
+    assert old not in [j.id for j in remaining], "the pruner ran"
+    assert {j.executor for j in remaining} == {cron_jobs.CronWork.name}

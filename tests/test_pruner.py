@@ -29,8 +29,9 @@ from tests.cron_testapp import jobs as cron_jobs
 
 A, B, C = cron_jobs.CronTick.name, cron_jobs.CronWork.name, cron_jobs.CronOther.name
 DAY = timedelta(days=1)
-#: A DELETE from the jobs table (not from the errors table), quoted or not.
-JOB_DELETE = re.compile(r'\s*DELETE FROM "?rexecutor_job"?\s', re.IGNORECASE)
+#: A DELETE from the jobs table (not from the errors table), quoted or not, on its own or as
+#: the first part of a statement that deletes the errors too.
+JOB_DELETE = re.compile(r'\s*(WITH \w+ AS \()?DELETE FROM "?rexecutor_job"?\s', re.IGNORECASE)
 _FINISHED_FIELD = {
     JobStatus.COMPLETE: "completed_at",
     JobStatus.CANCELLED: "cancelled_at",
@@ -191,6 +192,72 @@ def test_in_memory_backend() -> None:
     assert len(backend.query(Where.all())) == 1
 
 
+# -- jobs that change while a batch is deleted -----------------------------------------------
+
+
+def change_before_the_delete(change: Any) -> Any:
+    """An execute wrapper that calls ``change()`` (on the same connection, so inside the
+    pruner's transaction) just before the pruner's first DELETE: the job changes after the
+    batch was selected and before it is deleted, as a worker's claim could."""
+    state = {"done": False}
+
+    def wrapper(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        if not state["done"] and "DELETE" in sql.upper():
+            state["done"] = True
+            change()
+        return execute(sql, params, many, context)
+
+    return wrapper
+
+
+def rerun_and_claim(job_id: int, executor: str = A) -> None:
+    backend = DjangoBackend()
+    backend.rerun_job(job_id)
+    [claimed] = backend.claim_jobs("worker-1", {executor: 1}, 1)
+    assert claimed.id == job_id
+
+
+@pytest.mark.django_db
+def test_a_job_rerun_and_claimed_after_the_batch_was_selected_is_not_deleted() -> None:
+    job_id = make_job(finished_ago=10 * DAY, errors=1)
+    other = make_job(finished_ago=10 * DAY)
+    with connection.execute_wrapper(change_before_the_delete(lambda: rerun_and_claim(job_id))):
+        result = pruner({"status": "complete", "max_age": DAY}).run_once()
+    assert result is not None and result[0][1] == 1
+    assert remaining() == {job_id}
+    job = JobRecord.objects.get(pk=job_id)
+    assert (job.status, job.claimed_by) == (JobStatus.EXECUTING, "worker-1")
+    assert JobErrorRecord.objects.filter(job_id=job_id).count() == 1, "its history is kept"
+    assert other not in remaining()
+
+
+@pytest.mark.django_db
+def test_max_length_keeps_a_job_that_finished_again_after_the_batch_was_selected() -> None:
+    old = make_job(finished_ago=10 * DAY)
+    newer = make_job(finished_ago=DAY)
+
+    def finish_again() -> None:
+        rerun_and_claim(old)
+        job = JobRecord.objects.get(pk=old)
+        assert DjangoBackend().mark_job_complete(old, claim=Claim(old, job.attempt, "worker-1"))
+
+    with connection.execute_wrapper(change_before_the_delete(finish_again)):
+        pruner({"status": "complete", "max_length": 1}).run_once()
+    # "old" is now the most recently finished job: the one to keep. The next run catches up.
+    assert remaining() == {old, newer}
+    pruner({"status": "complete", "max_length": 1}).run_once()
+    assert remaining() == {old}
+
+
+@pytest.mark.django_db
+def test_a_waiting_job_claimed_after_the_batch_was_selected_is_not_deleted() -> None:
+    job_id = make_job(status=JobStatus.SCHEDULED, scheduled_ago=10 * DAY)
+    claim = lambda: DjangoBackend().claim_jobs("worker-1", {A: 1}, 1)  # noqa: E731
+    with connection.execute_wrapper(change_before_the_delete(claim)):
+        pruner({"status": "scheduled", "max_age": DAY}).run_once()
+    assert JobRecord.objects.get(pk=job_id).status == JobStatus.EXECUTING
+
+
 # -- schedule and locking --------------------------------------------------------------------
 
 
@@ -293,11 +360,24 @@ def test_no_pruner_by_default() -> None:
             {"timezone": "Nowhere/Special", "rules": [{"status": "complete", "max_length": 1}]},
             "E205",
         ),
+        ({"schedule": "0 3 30 2 *", "rules": [{"status": "complete", "max_length": 1}]}, "E206"),
+        ({"rules": [{"status": "executing", "max_age": 3600}]}, "E207"),
+        ({"rules": [{"status": "EXECUTING", "max_length": 0}]}, "E207"),
         ({"rules": [{"status": "complete", "max_length": 1, "only": ["gone.executor"]}]}, "W201"),
     ],
 )
 def test_invalid_pruner_settings_have_documented_ids(config: object, check_id: str) -> None:
     assert f"django_rexecutor.{check_id}" in check_ids(config)
+
+
+def test_a_rule_for_running_jobs_is_an_error_that_says_why() -> None:
+    with override_settings(
+        REXECUTOR={"PRUNER": {"rules": [{"status": "executing", "max_age": 1}]}}
+    ):
+        [message] = check_pruner()
+    assert message.id == "django_rexecutor.E207" and message.level == checks.ERROR
+    assert "['status'] = 'executing'" in message.msg and "never pruned" in message.msg
+    assert "rescued" in (message.hint or "")
 
 
 # -- manage.py rexecutor_prune ---------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import time
@@ -19,13 +18,12 @@ from django_rexecutor.plugins.pruner import Pruner
 from django_rexecutor.plugins.schedule import CronSchedule
 from django_rexecutor.status import JobStatus
 from tests.cron_testapp import jobs as cron_jobs
+from tests.test_pruner import JOB_DELETE
 
 OLD, WORK = cron_jobs.CronOther.name, cron_jobs.CronWork.name
 TOTAL_OLD = 100_000
 BATCH = 10_000
 WORK_JOBS = 400
-#: A DELETE from the jobs table (not from the errors table), quoted or not.
-JOB_DELETE = re.compile(r'\s*DELETE FROM "?rexecutor_job"?\s', re.IGNORECASE)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 

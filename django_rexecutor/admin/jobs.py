@@ -178,7 +178,8 @@ class JobRecordAdmin(admin.ModelAdmin):
             if executors:
                 match |= Q(executor__in=executors)
             digits = term.removeprefix("#")
-            if digits.isdigit() and int(digits) <= MAX_ID:
+            # ASCII only: str.isdigit() accepts "²" and "①", which int() refuses.
+            if digits.isascii() and digits.isdigit() and int(digits) <= MAX_ID:
                 match |= Q(pk=int(digits))
             queryset = queryset.filter(match)
         return queryset, False

@@ -30,7 +30,7 @@ from asgiref.sync import sync_to_async
 
 from ..job import Job, JobId
 from ..query import Query
-from ..status import ERROR_TYPE_MAX_LENGTH, JobStatus
+from ..status import ERROR_TYPE_MAX_LENGTH, TERMINAL_STATUSES, JobStatus
 from ..uniqueness import UniquenessCriteria
 
 
@@ -113,11 +113,17 @@ class Claim:
         return cls(job.id, job.attempt, job.claimed_by)
 
 
+#: The statuses a prune rule may name: never ``executing``, whose job a worker is running.
+PRUNABLE_STATUSES: frozenset[JobStatus] = frozenset(
+    {*TERMINAL_STATUSES, JobStatus.SCHEDULED, JobStatus.RETRYABLE}
+)
+
+
 @dataclass(frozen=True)
 class PruneRule:
     """Delete jobs in ``status``: older than ``max_age`` (terminal jobs by the time they
     finished, others by ``scheduled_at``), or all but the newest ``max_length``; for every
-    executor, ``only`` some, or all ``except_`` some."""
+    executor, ``only`` some, or all ``except_`` some. Never running jobs."""
 
     status: JobStatus
     max_age: timedelta | None = None
@@ -126,6 +132,10 @@ class PruneRule:
     except_: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.status not in PRUNABLE_STATUSES:
+            raise ValueError(
+                f"Running jobs are never pruned; got a rule for {self.status.value!r}."
+            )
         if (self.max_age is None) == (self.max_length is None):
             raise ValueError("A prune rule needs exactly one of max_age and max_length.")
         if self.max_length is not None and self.max_length < 0:
@@ -473,6 +483,16 @@ class Backend(ABC):
 
     async def aprune_jobs(self, spec: PruneSpec) -> int:
         return await sync_to_async(self.prune_jobs)(spec)
+
+
+def orphaned_error(worker_id: str | None, attempt: int) -> ErrorDetails:
+    """The error a rescue records on a job whose worker went silent."""
+    from ..status import ErrorType
+
+    return ErrorDetails(
+        ErrorType.ORPHANED,
+        f"worker {worker_id or '?'} stopped sending heartbeats while running attempt {attempt}",
+    )
 
 
 def snoozed_status(attempt_after: int) -> JobStatus:

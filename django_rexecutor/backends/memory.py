@@ -38,6 +38,7 @@ from .base import (
     PruneRule,
     PruneSpec,
     WorkerInfo,
+    orphaned_error,
     rerun_status,
     snoozed_status,
 )
@@ -399,11 +400,7 @@ class InMemoryBackend(Backend):
                 if job.status != JobStatus.EXECUTING or job.claimed_by in alive:
                     continue
                 claim = Claim(job.id, job.attempt, job.claimed_by) if job.claimed_by else None
-                error = ErrorDetails(
-                    ErrorType.ORPHANED,
-                    f"worker {job.claimed_by or '?'} stopped sending heartbeats while running"
-                    f" attempt {job.attempt}",
-                )
+                error = orphaned_error(job.claimed_by, job.attempt)
                 if job.is_last_attempt:
                     written = self.mark_job_discarded(job.id, error, claim=claim)
                 else:

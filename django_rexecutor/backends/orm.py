@@ -37,6 +37,7 @@ from .base import (
     PruneSpec,
     SkipReason,
     WorkerInfo,
+    orphaned_error,
     rerun_status,
     skip_reason,
     snoozed_status,
@@ -89,10 +90,20 @@ def _is_serialization_failure(exc: BaseException) -> bool:
     return getattr(cause, "sqlstate", None) == "40001" or getattr(cause, "pgcode", None) == "40001"
 
 
+#: What a rescue sets besides the status, to the time of the rescue.
+_RESCUE_SETS = {
+    JobStatus.RETRYABLE: "scheduled_at",  # due again at once
+    JobStatus.DISCARDED: "discarded_at",
+    JobStatus.CANCELLED: "cancelled_at",
+}
+
+
 class DjangoBackend(Backend):
     """Jobs stored through the Django ORM in the ``REXECUTOR["DATABASE"]`` alias."""
 
     supports_transactions = True
+    #: Orphans rescued per transaction (``rescue_orphaned_jobs``).
+    rescue_batch_size = 1000
 
     def __init__(self, alias: str | None = None) -> None:
         if alias is None:
@@ -684,31 +695,60 @@ class DjangoBackend(Backend):
         deleted = 0
         while True:
             if rule.max_age is not None:
-                batch = qs.filter(aged_at__lt=timezone.now() - rule.max_age)
-                ids = list(batch.order_by("id").values_list("pk", flat=True)[:batch_size])
+                bound = Q(aged_at__lt=timezone.now() - rule.max_age)
+                ids = list(
+                    qs.filter(bound).order_by("id").values_list("pk", flat=True)[:batch_size]
+                )
             else:
                 newest_first = qs.order_by(F("aged_at").desc(nulls_last=True), "-id")
                 keep = rule.max_length or 0
-                ids = list(newest_first.values_list("pk", flat=True)[keep : keep + batch_size])
+                rows = list(newest_first.values_list("pk", "aged_at")[keep : keep + batch_size])
+                ids = [pk for pk, _ in rows]
+                # A job of the batch that finished again meanwhile is newer than the batch's
+                # newest: it is among the ones to keep now, so the delete must skip it.
+                newest = rows[0][1] if rows else None
+                bound = Q(aged_at__isnull=True)
+                if newest is not None:
+                    bound |= Q(aged_at__lte=newest)
             if not ids:
                 return deleted
-            deleted += self.delete_jobs(ids)
+            removed = self.delete_jobs(ids, qs.filter(bound))
+            if not removed:
+                # Every job of the batch changed meanwhile; the next run carries on.
+                return deleted
+            deleted += removed
 
-    def delete_jobs(self, ids: Sequence[int]) -> int:
-        """Delete jobs and their errors in one short transaction, without Django's cascade
-        collector (which would load every error row)."""
-        if self.vendor == "postgresql":
-            # One array parameter is much cheaper to send and plan than thousands of IN items,
-            # and has no parameter-count limit.
-            id_list = [int(i) for i in ids]
-            errors, jobs = JobErrorRecord._meta.db_table, JobRecord._meta.db_table
-            with self._atomic(), connections[self.alias].cursor() as cursor:
-                cursor.execute(f"DELETE FROM {errors} WHERE job_id = ANY(%s)", [id_list])
-                cursor.execute(f"DELETE FROM {jobs} WHERE id = ANY(%s)", [id_list])
-                return int(cursor.rowcount)
-        with self._atomic():
-            JobErrorRecord.objects.using(self.alias).filter(job_id__in=ids)._raw_delete(self.alias)
-            return int(self.jobs.filter(pk__in=ids)._raw_delete(self.alias))
+    def delete_jobs(self, ids: Sequence[int], covered: Any) -> int:
+        """Delete the jobs among ``ids`` that the queryset ``covered`` still matches, with
+        their errors, in one short transaction; returns how many jobs went.
+
+        The DELETE itself carries ``covered``'s conditions (status, executors, age), so a job
+        that changed after its id was selected (rerun and claimed by a worker, finished again)
+        is left alone. Django's cascade collector is bypassed: it would load every error row."""
+        query = covered.query
+        where, where_params = query.get_compiler(self.alias).compile(query.where)
+        errors, jobs = JobErrorRecord._meta.db_table, JobRecord._meta.db_table
+        id_list = [int(i) for i in ids]
+        with self._atomic(), connections[self.alias].cursor() as cursor:
+            if self.vendor == "postgresql":
+                # One statement: the jobs' rows are locked and re-checked by the DELETE, and
+                # only the errors of jobs it deleted go. One array parameter is much cheaper
+                # to send and plan than thousands of IN items.
+                cursor.execute(
+                    f"WITH gone AS (DELETE FROM {jobs} WHERE {jobs}.id = ANY(%s) AND {where}"
+                    f" RETURNING id), _ AS (DELETE FROM {errors} WHERE job_id IN"
+                    " (SELECT id FROM gone)) SELECT count(*) FROM gone",
+                    [id_list, *where_params],
+                )
+                return int(cursor.fetchone()[0])
+            # SQLite: the first write takes the database's write lock, so no other connection
+            # can change a job between these two statements.
+            marks = ", ".join(["%s"] * len(id_list))
+            covered_ids = f"SELECT id FROM {jobs} WHERE {jobs}.id IN ({marks}) AND {where}"
+            params = [*id_list, *where_params]
+            cursor.execute(f"DELETE FROM {errors} WHERE job_id IN ({covered_ids})", params)
+            cursor.execute(f"DELETE FROM {jobs} WHERE {jobs}.id IN ({marks}) AND {where}", params)
+            return int(cursor.rowcount)
 
     # -- workers -------------------------------------------------------------------------
     def current_time(self) -> datetime:
@@ -766,35 +806,99 @@ class DjangoBackend(Backend):
         ]
 
     def rescue_orphaned_jobs(self, after: timedelta) -> list[int]:
+        """Rescue in batches of ``rescue_batch_size``, each one short transaction of a few
+        set-based statements, so a big rescue never holds many locks or much memory at once."""
+        workers = WorkerRecord.objects.using(self.alias)
+        rescued: list[int] = []
+        while True:
+            read, batch = self._rescue_batch(after)
+            rescued += batch
+            if read < self.rescue_batch_size:
+                break
+        workers.filter(heartbeat_at__lt=Now() - after).delete()
+        return rescued
+
+    def _rescue_batch(self, after: timedelta) -> tuple[int, list[int]]:
+        """Rescue up to ``rescue_batch_size`` orphans: how many were read, and the ids of
+        those rescued."""
         workers = WorkerRecord.objects.using(self.alias)
         # Compare in the database's clock, so skewed worker clocks cannot rescue live jobs.
         alive = workers.filter(heartbeat_at__gte=Now() - after).values("worker_id")
-        orphans = list(
-            self.jobs.filter(status=JobStatus.EXECUTING)
-            .filter(Q(claimed_by__isnull=True) | ~Q(claimed_by__in=alive))
-            .values_list("pk", "attempt", "claimed_by")
+        orphans = self.jobs.filter(status=JobStatus.EXECUTING).filter(
+            Q(claimed_by__isnull=True) | ~Q(claimed_by__in=alive)
         )
-        rescued: list[int] = []
-        for job_id, attempt, worker_id in orphans:
-            claim = Claim(job_id, attempt, worker_id) if worker_id else None
-            record = self.jobs.filter(pk=job_id).values("max_attempts").first()
-            if record is None:
-                continue
-            error = ErrorDetails(
-                ErrorType.ORPHANED,
-                f"worker {worker_id or '?'} stopped sending heartbeats while running attempt"
-                f" {attempt}",
+        with self._atomic():
+            # Locked rows cannot change until this transaction ends; rows another rescuer
+            # holds are skipped (it rescues them). No ORDER BY, so the partial index of
+            # running jobs serves the scan however big the table is.
+            rows = list(
+                orphans.select_for_update(skip_locked=True)
+                .order_by()
+                .values_list(
+                    "pk",
+                    "attempt",
+                    "max_attempts",
+                    "claimed_by",
+                    "cancel_requested_at",
+                    "cancel_reason",
+                )[: self.rescue_batch_size]
             )
-            if attempt >= record["max_attempts"]:
-                written = self.mark_job_discarded(job_id, error, claim=claim)
-            else:
-                written = self._write_result(
-                    job_id, claim, {"status": JobStatus.RETRYABLE, "scheduled_at": Now()}, error
+            if not rows:
+                return 0, []
+            # The database's clock, as for every time a backend writes.
+            now = self.current_time()
+            outcomes: dict[JobStatus, list[int]] = {}
+            claims: dict[tuple[str | None, int], list[int]] = {}
+            errors: list[JobErrorRecord] = []
+            for job_id, attempt, max_attempts, worker_id, cancel_requested_at, reason in rows:
+                if cancel_requested_at is not None:
+                    status = JobStatus.CANCELLED
+                elif attempt >= max_attempts:
+                    status = JobStatus.DISCARDED
+                else:
+                    status = JobStatus.RETRYABLE
+                outcomes.setdefault(status, []).append(job_id)
+                claims.setdefault((worker_id, attempt), []).append(job_id)
+                error = (
+                    ErrorDetails(ErrorType.CANCELLED, reason or "cancelled while running")
+                    if status == JobStatus.CANCELLED
+                    else orphaned_error(worker_id, attempt)
                 )
-            if written:
-                rescued.append(job_id)
-        workers.filter(heartbeat_at__lt=Now() - after).delete()
-        return rescued
+                errors.append(
+                    JobErrorRecord(
+                        job_id=job_id,
+                        attempt=attempt,
+                        error_type=error.error_type,
+                        message=error.message,
+                        traceback=error.traceback,
+                        recorded_at=now,
+                    )
+                )
+            # Fenced by (id, attempt, claimed_by) like any result write: one IN list per
+            # dead worker and attempt, so the statement stays small.
+            fence = Q()
+            for (worker_id, attempt), ids in claims.items():
+                fence |= Q(pk__in=ids, attempt=attempt, claimed_by=worker_id)
+            running = self.jobs.filter(fence, status=JobStatus.EXECUTING)
+            written = sum(
+                running.filter(pk__in=ids).update(status=status, **{_RESCUE_SETS[status]: now})
+                for status, ids in outcomes.items()
+            )
+            done = [job_id for job_id, *_ in rows]
+            if written != len(rows):
+                # Only possible without row locks (SQLite): a job changed after it was read,
+                # and the fence left it alone. Find the ones written.
+                done = [
+                    pk
+                    for status, ids in outcomes.items()
+                    for pk in self.jobs.filter(
+                        pk__in=ids, status=status, **{_RESCUE_SETS[status]: now}
+                    ).values_list("pk", flat=True)
+                ]
+                written_ids = set(done)
+                errors = [e for e in errors if e.job_id in written_ids]
+            JobErrorRecord.objects.using(self.alias).bulk_create(errors)
+        return len(rows), done
 
     def cancel_requested(self, job_ids: Collection[int]) -> set[int]:
         if not job_ids:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 
 from ..backends.base import Backend, EnqueuableJob
 from ..exceptions import EncodeDecodeError
@@ -30,6 +30,7 @@ from .base import Plugin
 from .schedule import (
     CronSchedule,
     InvalidCronExpression,
+    NeverFiringCronExpression,
     SettingsProblem,
     UnknownTimeZone,
     as_check_messages,
@@ -49,6 +50,8 @@ MISFIRE_GRACE = timedelta(minutes=5)
 #: Tick rows older than this are deleted; it must stay well above ``MISFIRE_GRACE``, or a
 #: late scheduler could write a tick whose row was already cleaned up.
 TICK_RETENTION = timedelta(days=1)
+#: How long an entry whose job could not be enqueued waits before it tries again.
+RETRY_AFTER_ERROR = timedelta(seconds=5)
 #: How often a scheduler deletes old tick rows.
 CLEANUP_EVERY = timedelta(hours=1)
 _NAME_MAX_LENGTH = 255
@@ -89,7 +92,8 @@ def default_entry_name(executor: str, schedule: str) -> str:
 
 def parse_entries(raw: object) -> tuple[list[CronEntry], list[SettingsProblem]]:
     """The entries of ``REXECUTOR["CRON"]`` and everything wrong with them (check ids
-    E101 expression, E102 executor, E103 time zone, E104 duplicate name, E105 malformed)."""
+    E101 expression, E102 executor, E103 time zone, E104 duplicate name, E105 malformed,
+    E106 expression that never fires)."""
     from ..encoding import to_json_native
     from ..registry import all_executors
     from ..validation import check_priority, check_tags
@@ -141,6 +145,15 @@ def parse_entries(raw: object) -> tuple[list[CronEntry], list[SettingsProblem]]:
         else:
             try:
                 schedule = CronSchedule.parse(expression, zone_name if zone_ok else "UTC")
+            except NeverFiringCronExpression as exc:
+                found.append(
+                    SettingsProblem(
+                        "E106",
+                        f"{where}: {exc}",
+                        hint="Check the day-of-month against the month (e.g. '0 0 28 2 *' or "
+                        "'0 0 L 2 *' for the last day of February).",
+                    )
+                )
             except InvalidCronExpression as exc:
                 found.append(
                     SettingsProblem(
@@ -216,7 +229,7 @@ def load_entries() -> list[CronEntry]:
 
 
 def check_cron(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
-    """System check of ``REXECUTOR["CRON"]`` (ids ``django_rexecutor.E101``–``E105``)."""
+    """System check of ``REXECUTOR["CRON"]`` (ids ``django_rexecutor.E101``–``E106``)."""
     from django.conf import settings
 
     raw = getattr(settings, "REXECUTOR", None)
@@ -240,6 +253,8 @@ class CronScheduler(Plugin):
         self.backend = backend
         self.entries = list(entries)
         self._next: dict[str, datetime] = {}
+        #: Entries whose last attempt failed, and when to try them again.
+        self._retry_at: dict[str, datetime] = {}
         self._last_cleanup: datetime | None = None
 
     @classmethod
@@ -252,27 +267,57 @@ class CronScheduler(Plugin):
         return dict(self._next)
 
     def run_pending(self, now: datetime) -> datetime:
+        """Fire every entry's due ticks. An entry that fails is logged and retried after
+        ``RETRY_AFTER_ERROR`` (its tick kept, within ``MISFIRE_GRACE``) without holding up the
+        others; a lost connection is re-raised after all entries had their turn, so the
+        caller reconnects."""
+        lost_connection: Exception | None = None
         for entry in self.entries:
-            tick = self._next.get(entry.name)
-            if tick is None:
-                # The first tick is the one at or after "now": no backfill of earlier ticks.
-                tick = entry.schedule.next_after(now, inclusive=True)
-            if now - tick > MISFIRE_GRACE:
-                logger.warning(
-                    "cron %s: skipping ticks from %s (more than %s late)",
+            retry_at = self._retry_at.get(entry.name)
+            if retry_at is not None and retry_at > now:
+                continue
+            try:
+                self._run_entry(entry, now)
+            except Exception as exc:
+                logger.exception(
+                    "cron %s: could not enqueue the job of its tick; retrying in %s",
                     entry.name,
-                    tick.isoformat(),
-                    MISFIRE_GRACE,
+                    RETRY_AFTER_ERROR,
                 )
-                tick = entry.schedule.next_after(now - MISFIRE_GRACE, inclusive=True)
-            self._next[entry.name] = tick
-            while tick <= now:
-                self.fire(entry, tick)
-                # Advance only after the tick is written, so a database error retries it.
-                tick = entry.schedule.next_after(tick)
-                self._next[entry.name] = tick
+                self._retry_at[entry.name] = now + RETRY_AFTER_ERROR
+                if isinstance(exc, (OperationalError, InterfaceError)):
+                    lost_connection = lost_connection or exc
+            else:
+                self._retry_at.pop(entry.name, None)
+        if lost_connection is not None:
+            raise lost_connection
         self._cleanup(now)
-        return min(self._next.values(), default=now + CLEANUP_EVERY)
+        # A failing entry's tick is overdue; it asks to be called at its retry time instead.
+        wake = [
+            max(t for t in (self._next.get(name), self._retry_at.get(name)) if t is not None)
+            for name in {*self._next, *self._retry_at}
+        ]
+        return min(wake, default=now + CLEANUP_EVERY)
+
+    def _run_entry(self, entry: CronEntry, now: datetime) -> None:
+        tick = self._next.get(entry.name)
+        if tick is None:
+            # The first tick is the one at or after "now": no backfill of earlier ticks.
+            tick = entry.schedule.next_after(now, inclusive=True)
+        if now - tick > MISFIRE_GRACE:
+            logger.warning(
+                "cron %s: skipping ticks from %s (more than %s late)",
+                entry.name,
+                tick.isoformat(),
+                MISFIRE_GRACE,
+            )
+            tick = entry.schedule.next_after(now - MISFIRE_GRACE, inclusive=True)
+        self._next[entry.name] = tick
+        while tick <= now:
+            self.fire(entry, tick)
+            # Advance only after the tick is written, so a failure retries it.
+            tick = entry.schedule.next_after(tick)
+            self._next[entry.name] = tick
 
     def fire(self, entry: CronEntry, tick: datetime) -> JobId | None:
         """Enqueue the job of ``entry`` at ``tick`` unless another scheduler already did;

@@ -5,7 +5,9 @@ session-level advisory lock (``pg_try_advisory_lock``) and a worker that cannot 
 its run; on SQLite the database's single write lock serialises the deletes anyway. The backend
 deletes in batches of ``batch_size`` rows, each in its own short transaction, so workers
 claiming and finishing jobs are never blocked for long. A rule only ever touches the status it
-names: waiting and running jobs are pruned only by a rule that names their status.
+names: waiting jobs are pruned only by a rule that names their status, running jobs never (a
+rule naming ``executing`` is a configuration error). Each DELETE re-checks the rule, so a job
+that changed after its batch was selected (rerun and claimed, finished again) is kept.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from typing import Any
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from ..backends.base import Backend, PruneRule, PruneSpec
+from ..backends.base import PRUNABLE_STATUSES, Backend, PruneRule, PruneSpec
 from ..job import Job
 from ..status import TERMINAL_STATUSES, JobStatus
 from .base import Plugin
 from .schedule import (
     CronSchedule,
     InvalidCronExpression,
+    NeverFiringCronExpression,
     SettingsProblem,
     UnknownTimeZone,
     as_check_messages,
@@ -116,6 +119,16 @@ def _parse_rule(
                 hint=f"One of: {', '.join(s.value for s in JobStatus)}.",
             )
         )
+    if status == JobStatus.EXECUTING:
+        problems.append(
+            SettingsProblem(
+                "E207",
+                f"{where}['status'] = {raw.get('status')!r}: running jobs are never pruned.",
+                hint="A job left executing by a dead worker is rescued (RESCUE_AFTER), then "
+                "pruned by the rules of the status it ends in. Prunable statuses: "
+                f"{', '.join(s.value for s in PRUNABLE_STATUSES)}.",
+            )
+        )
     has_age, has_length = "max_age" in raw, "max_length" in raw
     max_age: timedelta | None = None
     max_length: int | None = None
@@ -177,7 +190,7 @@ def _parse_rule(
             only = names
         else:
             except_ = names
-    if any(not p.id.startswith("W") for p in problems) or status is None:
+    if any(not p.id.startswith("W") for p in problems) or status not in PRUNABLE_STATUSES:
         return None, problems
     return (
         PruneRule(status, max_age=max_age, max_length=max_length, only=only, except_=except_),
@@ -187,7 +200,8 @@ def _parse_rule(
 
 def parse_pruner(raw: object) -> tuple[PrunerConfig | None, list[SettingsProblem]]:
     """The pruner configuration and everything wrong with it (check ids E201 malformed,
-    E202 schedule, E203 rule, E204 batch size, E205 time zone, W201 unknown executor)."""
+    E202 schedule, E203 rule, E204 batch size, E205 time zone, E206 schedule that never
+    fires, E207 rule on running jobs, W201 unknown executor)."""
     from ..registry import all_executors
 
     if not raw:
@@ -204,6 +218,14 @@ def parse_pruner(raw: object) -> tuple[PrunerConfig | None, list[SettingsProblem
         schedule = CronSchedule.parse(raw.get("schedule", DEFAULT_SCHEDULE), raw.get("timezone"))
     except UnknownTimeZone as exc:
         problems.append(SettingsProblem("E205", f'REXECUTOR["PRUNER"]: {exc}'))
+    except NeverFiringCronExpression as exc:
+        problems.append(
+            SettingsProblem(
+                "E206",
+                f'REXECUTOR["PRUNER"]["schedule"]: {exc}',
+                hint="The pruner would never run; e.g. '0 3 * * *' prunes daily at 03:00.",
+            )
+        )
     except InvalidCronExpression as exc:
         problems.append(
             SettingsProblem(
@@ -257,7 +279,7 @@ def load_pruner_config() -> PrunerConfig | None:
 
 
 def check_pruner(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
-    """System check of ``REXECUTOR["PRUNER"]`` (ids ``django_rexecutor.E201``–``E205``,
+    """System check of ``REXECUTOR["PRUNER"]`` (ids ``django_rexecutor.E201``–``E207``,
     ``W201``)."""
     from django.conf import settings
 

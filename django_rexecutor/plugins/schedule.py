@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from croniter.croniter import CroniterError
+from croniter.croniter import CroniterBadDateError, CroniterError
 
 from ..exceptions import ConfigurationError
 
@@ -36,6 +36,10 @@ _ONE_MICROSECOND = timedelta(microseconds=1)
 
 class InvalidCronExpression(ConfigurationError):
     """A schedule croniter cannot read, or one that is not in our format."""
+
+
+class NeverFiringCronExpression(InvalidCronExpression):
+    """A well-formed schedule that matches no date at all, such as ``0 0 31 2 *``."""
 
 
 class UnknownTimeZone(ConfigurationError):
@@ -92,9 +96,17 @@ def to_croniter_format(expression: object) -> tuple[str, bool]:
         fields = [*fields[1:], fields[0]]
     converted = " ".join(fields)
     try:
-        croniter(converted, datetime(2000, 1, 1, tzinfo=UTC))
+        parsed = croniter(converted, datetime(2000, 1, 1, tzinfo=UTC))
     except (CroniterError, ValueError, KeyError, TypeError) as exc:
         raise InvalidCronExpression(f"Invalid cron schedule {expression!r}: {exc}") from None
+    try:
+        # Fields that are each valid can still describe no date (February 30th). croniter
+        # only finds out when asked for a tick, so ask now rather than in a running worker.
+        parsed.get_next(datetime)
+    except CroniterBadDateError:
+        raise NeverFiringCronExpression(
+            f"Cron schedule {expression!r} never fires: no date matches its day and month fields."
+        ) from None
     return converted, has_seconds
 
 

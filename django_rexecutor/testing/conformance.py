@@ -52,6 +52,7 @@ from ..status import ErrorType, JobStatus
 from ..uniqueness import Replace, UniquenessCriteria
 from .conformance_attempts import AttemptsConformance
 from .conformance_identity import IdentityConformance
+from .conformance_plugins import PluginsConformance
 from .conformance_uniq import UniqConformance
 
 T = TypeVar("T")
@@ -95,7 +96,9 @@ class _CleanThreadPool(ThreadPoolExecutor):
         return super().submit(call)
 
 
-class BackendConformanceTests(AttemptsConformance, IdentityConformance, UniqConformance):
+class BackendConformanceTests(
+    AttemptsConformance, IdentityConformance, PluginsConformance, UniqConformance
+):
     """Mixin of backend tests; a subclass named ``Test…`` implements ``make_backend``."""
 
     #: Poll interval given to ``subscribe_ready_jobs`` where polling may be the guarantee.
