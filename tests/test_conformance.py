@@ -10,6 +10,7 @@ import pytest
 from django_rexecutor import InMemoryBackend
 from django_rexecutor.backends.base import Backend
 from django_rexecutor.backends.orm import DjangoBackend
+from django_rexecutor.models import JobRecord
 from django_rexecutor.testing import BackendConformanceTests
 
 
@@ -20,6 +21,10 @@ class TestInMemoryBackend(BackendConformanceTests):
     def make_backend(self) -> Backend:
         return InMemoryBackend()
 
+    def delete_behind_the_backend(self, backend: Backend, job_id: int) -> None:
+        assert isinstance(backend, InMemoryBackend)
+        del backend._jobs[job_id]
+
 
 # Committed rows, because the suite claims and subscribes from other threads (each with its own
 # connection). `available_apps` limits the flush between tests to our tables and skips
@@ -28,6 +33,9 @@ class TestInMemoryBackend(BackendConformanceTests):
 class TestDjangoBackend(BackendConformanceTests):
     def make_backend(self) -> Backend:
         return DjangoBackend()
+
+    def delete_behind_the_backend(self, backend: Backend, job_id: int) -> None:
+        JobRecord.objects.filter(pk=job_id).delete()
 
     @pytest.fixture(autouse=True, scope="class")
     @classmethod

@@ -16,8 +16,6 @@ from ..backends.base import (
     Claim,
     EnqueuableJob,
     ErrorDetails,
-    PruneRule,
-    PruneSpec,
 )
 from ..job import Job
 from ..status import ERROR_TYPE_MAX_LENGTH, JobStatus
@@ -63,9 +61,16 @@ class AttemptsConformance:
         (stored,) = backend.get_job(job.id).errors
         assert (stored.error_type, stored.message) == ("42", "<Broken object: str() failed>")
 
+    def delete_behind_the_backend(self, backend: Backend, job_id: int) -> None:
+        """Delete a job outside the backend's interface, as an operator's SQL or a data
+        migration would (running jobs are never pruned). Override it for your backend."""
+        raise NotImplementedError(
+            "Override delete_behind_the_backend() to delete a job from your backend's storage."
+        )
+
     def test_complete_jobs_skips_a_job_deleted_while_it_ran(self, backend: Backend) -> None:
         (gone,) = self._running(backend)
-        assert backend.prune_jobs(PruneSpec((PruneRule(JobStatus.EXECUTING, max_length=0),))) == 1
+        self.delete_behind_the_backend(backend, gone.id)
         (kept,) = self._running(backend)
         assert backend.complete_jobs([Claim.of(gone), Claim.of(kept)]) == 1
         assert backend.get_job(kept.id).status == JobStatus.COMPLETE
