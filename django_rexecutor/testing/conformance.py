@@ -50,6 +50,7 @@ from ..query import (
 )
 from ..status import ErrorType, JobStatus
 from ..uniqueness import Replace, UniquenessCriteria
+from .conformance_claimrows import ClaimrowsConformance
 
 T = TypeVar("T")
 
@@ -92,7 +93,7 @@ class _CleanThreadPool(ThreadPoolExecutor):
         return super().submit(call)
 
 
-class BackendConformanceTests:
+class BackendConformanceTests(ClaimrowsConformance):
     """Mixin of backend tests; a subclass named ``Test…`` implements ``make_backend``."""
 
     #: Poll interval given to ``subscribe_ready_jobs`` where polling may be the guarantee.
