@@ -77,13 +77,16 @@ CLAIM_RETURNING = (
 #: The database's clock, as each database stores timestamps: the claim's "due" cut-off and
 #: ``attempted_at`` use it, so a worker whose clock is wrong neither claims jobs early nor
 #: misses due ones. SQLite stores UTC text with microseconds (Django's format) but its clock
-#: has milliseconds, so its cut-off is the end of the current millisecond (``…12.345999``):
-#: a job enqueued a moment ago is due, and text comparison orders both formats correctly.
-DB_NOW = {
+#: has milliseconds, so its cut-off is the end of the current millisecond (``…12.345999``) —
+#: a job enqueued a moment ago is due, and text comparison orders both formats correctly —
+#: and a job claimed within the millisecond it is due at gets that time as ``attempted_at``,
+#: so no attempt seems to start before its job was due.
+_SQLITE_NOW = "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"
+DB_DUE = {"postgresql": "statement_timestamp()", "sqlite": f"{_SQLITE_NOW} || '999'"}
+DB_ATTEMPTED_AT = {
     "postgresql": "statement_timestamp()",
-    "sqlite": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')",
+    "sqlite": f"MAX(scheduled_at, {_SQLITE_NOW})",
 }
-DB_DUE = {**DB_NOW, "sqlite": DB_NOW["sqlite"] + " || '999'"}
 
 
 def claim_sql(
@@ -98,7 +101,7 @@ def claim_sql(
     picks the most urgent of them. On PostgreSQL each sub-select locks its rows with ``SKIP
     LOCKED``, so concurrent claimers never wait for, nor take, the same row; rows locked but
     not taken stay ready and are unlocked when the statement commits."""
-    now, cutoff = DB_NOW[vendor], DB_DUE[vendor]
+    cutoff = DB_DUE[vendor]
     lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
     ready = ", ".join(f"'{s}'" for s in READY)
     shared = [name for name, n in wanted.items() if n >= limit]
@@ -126,7 +129,7 @@ def claim_sql(
         params.append(limit)
     sql = (
         f"UPDATE {JOB_TABLE} SET status = '{JobStatus.EXECUTING.value}', attempt = attempt + 1,"
-        f" attempted_at = {now}, claimed_by = %s, cancel_requested_at = NULL"
+        f" attempted_at = {DB_ATTEMPTED_AT[vendor]}, claimed_by = %s, cancel_requested_at = NULL"
         f" WHERE id IN ({candidates}) RETURNING {CLAIM_RETURNING}"
     )
     return sql, [worker_id, *params]
