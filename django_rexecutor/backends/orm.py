@@ -54,12 +54,12 @@ from .sql import (
     RESERVE_IDS_SQL,
     SCHEDULED,
     TIMESTAMPS,
-    UnreadableRow,
     claim_sql,
     hot_cursor,
     job_from_row,
     server_bound_cursor,
     to_json,
+    unreadable_message,
 )
 
 logger = logging.getLogger("django_rexecutor.backends")
@@ -240,8 +240,8 @@ class DjangoBackend(Backend):
         """A claimed row that cannot become a ``Job`` fails alone and for good (retrying
         cannot fix it): discarded under this claim, with an error naming the bad fields.
         The jobs claimed with it run normally."""
-        problem = UnreadableRow(job)
-        error = ErrorDetails(ErrorType.UNREADABLE, str(problem))
+        problem = unreadable_message(job)
+        error = ErrorDetails(ErrorType.UNREADABLE, problem)
         logger.error(
             "Job %s (%s) attempt %s discarded: %s", job.id, job.executor, job.attempt, problem
         )

@@ -175,18 +175,13 @@ def hot_cursor(connection: Any) -> Any:
     return connection.cursor()
 
 
-class UnreadableRow(Exception):
-    """A job row the library cannot turn into a ``Job``: ``problems`` maps each unreadable field
-    to what is wrong with it and its stored value; ``job`` holds everything else."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.problems = job.unreadable
-        super().__init__(
-            f"Job {job.id} has stored values the worker cannot read: "
-            + "; ".join(self.problems.values())
-            + ". Fix the row, then rerun the job."
-        )
+def unreadable_message(job: Job) -> str:
+    """The error recorded for a claimed job whose row cannot be read (``Job.unreadable``)."""
+    problems = "; ".join(job.unreadable.values())
+    return (
+        f"Job {job.id} has stored values the worker cannot read: {problems}."
+        " Fix the row, then rerun the job."
+    )
 
 
 def job_from_row(row: Sequence[Any], errors: Mapping[int, list[JobError]], connection: Any) -> Job:
