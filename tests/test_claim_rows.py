@@ -150,17 +150,18 @@ def test_a_row_at_minus_infinity_is_due() -> None:
 @pytest.mark.postgres_only
 @pytest.mark.django_db(transaction=True, available_apps=["django_rexecutor"])
 def test_query_jobs_on_a_million_jobs_reads_a_bounded_page() -> None:
-    rows = 1_000_000
-    line = f'{Ledger.name}\tcomplete\t{{"n": 1}}\t1\t1\t0\t[]\t2030-01-01 00:00:00+00\t'
+    rows, per_write = 1_000_000, 10_000
+    # Distinct data per job, as in real life (a hash index on identical values degrades).
+    at = "2030-01-01 00:00:00+00"
+    row = f"{Ledger.name}\tcomplete\t%s\t1\t1\t0\t[]\t{at}\t{at}\n"
     with connection.cursor() as cursor:
         copy_sql = (
             f"COPY {TABLE} (executor, status, data, attempt, max_attempts, priority, tags,"
             " inserted_at, scheduled_at) FROM STDIN"
         )
         with cursor.cursor.copy(copy_sql) as copy:
-            chunk = (line + "2030-01-01 00:00:00+00\n") * 10_000
-            for _ in range(rows // 10_000):
-                copy.write(chunk)
+            for start in range(0, rows, per_write):
+                copy.write("".join(row % f'{{"n": {n}}}' for n in range(start, start + per_write)))
         cursor.execute(f"ANALYZE {TABLE}")
         first_id = cursor.execute(f"SELECT min(id) FROM {TABLE}").fetchone()[0]
     backend = DjangoBackend()
