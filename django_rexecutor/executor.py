@@ -25,6 +25,10 @@ from .query import Query, Where, for_executor
 from .uniqueness import UniquenessCriteria
 from .validation import check_max_attempts
 
+#: Most jobs ``Executor.query_jobs`` returns unless told otherwise: a listing of a busy
+#: executor must not read millions of rows into memory by accident. Page with ``after_id``.
+QUERY_LIMIT = 1000
+
 
 class Executor:
     """Subclass me::
@@ -174,14 +178,41 @@ class Executor:
         return await resolve_backend(backend).arerun_job(job_id, executor=cls.name)
 
     @classmethod
-    def query_jobs(cls, where: Query | None = None, *, backend: Backend | None = None) -> list[Job]:
-        return resolve_backend(backend).query(for_executor(where or Where.all(), cls.name))
+    def query_jobs(
+        cls,
+        where: Query | None = None,
+        *,
+        limit: int | None = QUERY_LIMIT,
+        after_id: int | None = None,
+        tracebacks: bool = False,
+        backend: Backend | None = None,
+    ) -> list[Job]:
+        """This executor's jobs matching ``where``, by id: at most ``limit`` of them (1,000 by
+        default; ``None`` for all), after ``after_id`` to read the next page. Their errors
+        come without traceback texts unless ``tracebacks`` (``get_job`` always has them)."""
+        return resolve_backend(backend).query(
+            for_executor(where or Where.all(), cls.name),
+            limit=limit,
+            after_id=after_id,
+            tracebacks=tracebacks,
+        )
 
     @classmethod
     async def aquery_jobs(
-        cls, where: Query | None = None, *, backend: Backend | None = None
+        cls,
+        where: Query | None = None,
+        *,
+        limit: int | None = QUERY_LIMIT,
+        after_id: int | None = None,
+        tracebacks: bool = False,
+        backend: Backend | None = None,
     ) -> list[Job]:
-        return await resolve_backend(backend).aquery(for_executor(where or Where.all(), cls.name))
+        return await resolve_backend(backend).aquery(
+            for_executor(where or Where.all(), cls.name),
+            limit=limit,
+            after_id=after_id,
+            tracebacks=tracebacks,
+        )
 
     @classmethod
     def get_job(cls, job_id: int, *, backend: Backend | None = None) -> Job:

@@ -70,6 +70,10 @@ class Job:
     cancel_requested_at: datetime | None = None
     #: What the completed attempt returned (``Done(result=...)``), as stored JSON.
     result: Any = None
+    #: Fields whose stored value could not be read (a row written by hand or by a script),
+    #: each with the problem and the raw value; such a field holds ``None`` (``[]`` for tags).
+    #: Empty for every job the library wrote. A worker never runs such a job: it discards it.
+    unreadable: dict[str, str] = field(default_factory=dict)
     _cancel_event: threading.Event | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -95,6 +99,7 @@ class Job:
             self.max_attempts, self.priority, self.tags, self.errors, self.inserted_at,
             self.scheduled_at, self.attempted_at, self.completed_at, self.cancelled_at,
             self.discarded_at, self.claimed_by, self.cancel_requested_at, self.result,
+            self.unreadable,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:

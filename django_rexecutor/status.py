@@ -46,4 +46,6 @@ class ErrorType:
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     ORPHANED = "orphaned"
+    #: The job's row holds values the worker cannot read (written by hand or by a script).
+    UNREADABLE = "unreadable"
     ERROR = "error"

@@ -10,11 +10,14 @@ from typing import Any
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 from django.utils import formats, timezone
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
+
+from ..decoding import read_datetime
 
 
 class EstimatedCountPaginator(Paginator):
@@ -140,9 +143,14 @@ class JobChangeList(ChangeList):
         }
 
     def _bounds(self, field: str) -> tuple[dt.datetime | None, dt.datetime | None]:
-        qs = self.queryset.order_by()
-        first = qs.order_by("pk").values_list(field, flat=True).first()
-        last = qs.order_by("-pk").values_list(field, flat=True).first()
+        # Read as text: a time Python cannot represent (written by hand) is left out.
+        qs = self.queryset.order_by().annotate(rx_bound=Cast(field, TextField()))
+        first, last = (
+            read_datetime(qs.order_by(order).values_list("rx_bound", flat=True).first())
+            for order in ("pk", "-pk")
+        )
+        first = first if isinstance(first, dt.datetime) else None
+        last = last if isinstance(last, dt.datetime) else None
         if first and last and first > last:
             first, last = last, first
 

@@ -9,8 +9,8 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Cast, Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -20,7 +20,9 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from ..backends.sql import JSON_FIELDS, TIMESTAMPS
 from ..conf import rexecutor_settings
+from ..decoding import Unreadable, read_datetime, read_json, read_tags
 from ..models import JobErrorRecord, JobRecord
 from ..status import READY_STATUSES, TERMINAL_STATUSES, JobStatus
 from . import dashboard
@@ -98,17 +100,37 @@ class JobErrorInline(admin.TabularInline):
 #: The detail page's sections (all read-only).
 _SUMMARY = ("id", "executor", "status_badge", "attempts", "priority", "tag_list")
 _PAYLOAD = ("data_json", "metadata_json", "result_json")
-_TIMES = (
-    "inserted_at",
-    "scheduled_at",
-    "attempted_at",
-    "completed_at",
-    "cancelled_at",
-    "discarded_at",
-    "cancel_requested_at",
-    "cancel_reason",
-)
+_TIMES = (*(f"{name}_shown" for name in TIMESTAMPS), "cancel_reason")
+#: Columns a row written by hand may hold unreadable values in: loaded as text and decoded
+#: one by one (``decoding``), so such a row shows its problem instead of failing the page.
+_STORED = (*TIMESTAMPS, *JSON_FIELDS)
 _INTERNALS = ("claimed_by", "unique_key")
+
+
+def stored(job: JobRecord, name: str) -> Any:
+    """The value of column ``name`` as decoded from its text (``_STORED``): the value, or an
+    ``Unreadable`` naming the stored value and the problem."""
+    raw = getattr(job, f"rx_{name}")
+    if name.endswith("_at"):
+        return read_datetime(raw)
+    return read_tags(raw) if name == "tags" else read_json(raw)
+
+
+def show_unreadable(value: Unreadable) -> SafeString:
+    return format_html('<span class="rx-unreadable">{}</span>', str(value))
+
+
+def _time_column(name: str) -> Any:
+    """A read-only column showing the timestamp ``name``, readable or not."""
+
+    label = getattr(JobRecord._meta.get_field(name), "verbose_name", name)
+
+    @admin.display(description=label, ordering=name)
+    def show(self: Any, job: JobRecord) -> Any:
+        value = stored(job, name)
+        return show_unreadable(value) if isinstance(value, Unreadable) else value
+
+    return show
 
 
 @admin.register(JobRecord)
@@ -120,7 +142,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         "attempts",
         "priority",
         "tag_list",
-        "scheduled_at",
+        "scheduled_at_shown",
         "finished",
         "last_error",
     ]
@@ -153,9 +175,14 @@ class JobRecordAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .using(rexecutor_settings.DATABASE)
+            .defer(*_STORED)
             .annotate(
                 last_error_type=Subquery(last_error.values("error_type")[:1]),
                 finished_at_value=Coalesce(F("completed_at"), F("cancelled_at"), F("discarded_at")),
+                **{f"rx_{name}": Cast(name, TextField()) for name in _STORED},
+                rx_finished_at=Cast(
+                    Coalesce(F("completed_at"), F("cancelled_at"), F("discarded_at")), TextField()
+                ),
             )
         )
 
@@ -217,13 +244,25 @@ class JobRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("tags"))
     def tag_list(self, job: JobRecord) -> SafeString | str:
-        if not job.tags:
+        tags = stored(job, "tags")
+        if isinstance(tags, Unreadable):
+            return show_unreadable(tags)
+        if not tags:
             return "—"
-        return format_html_join(" ", '<code class="rx-tag">{}</code>', ((t,) for t in job.tags))
+        return format_html_join(" ", '<code class="rx-tag">{}</code>', ((t,) for t in tags))
 
     @admin.display(description=_("finished"), ordering="finished_at_value")
     def finished(self, job: JobRecord) -> Any:
-        return getattr(job, "finished_at_value", None) or job.finished_at
+        value = stored(job, "finished_at")
+        return show_unreadable(value) if isinstance(value, Unreadable) else value
+
+    inserted_at_shown = _time_column("inserted_at")
+    scheduled_at_shown = _time_column("scheduled_at")
+    attempted_at_shown = _time_column("attempted_at")
+    completed_at_shown = _time_column("completed_at")
+    cancelled_at_shown = _time_column("cancelled_at")
+    discarded_at_shown = _time_column("discarded_at")
+    cancel_requested_at_shown = _time_column("cancel_requested_at")
 
     @admin.display(description=_("last error"))
     def last_error(self, job: JobRecord) -> str:
@@ -231,15 +270,20 @@ class JobRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("data"))
     def data_json(self, job: JobRecord) -> SafeString:
-        return pretty_json(job.data)
+        return self._payload(job, "data")
 
     @admin.display(description=_("metadata"))
     def metadata_json(self, job: JobRecord) -> SafeString:
-        return pretty_json(job.metadata)
+        return self._payload(job, "metadata")
 
     @admin.display(description=_("result"))
     def result_json(self, job: JobRecord) -> SafeString:
-        return pretty_json(job.result)
+        return self._payload(job, "result")
+
+    @staticmethod
+    def _payload(job: JobRecord, name: str) -> SafeString:
+        value = stored(job, name)
+        return show_unreadable(value) if isinstance(value, Unreadable) else pretty_json(value)
 
     # -- pages -----------------------------------------------------------------------------
     def get_urls(self) -> list[URLPattern]:
@@ -278,7 +322,7 @@ class JobRecordAdmin(admin.ModelAdmin):
             context["rx_can_cancel"] = job.status in CANCELLABLE and self.has_cancel_permission(
                 request, job
             )
-            context["rx_cancel_pending"] = job.cancel_requested_at is not None
+            context["rx_cancel_pending"] = job.rx_cancel_requested_at is not None
         return super().change_view(request, object_id, form_url, context)
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:

@@ -371,8 +371,20 @@ class Backend(ABC):
         job. ``InvalidTransition`` for an executing or finished job."""
 
     @abstractmethod
-    def query(self, query: Query, *, limit: int | None = None) -> list[Job]:
-        """Jobs matching ``query``, by id, with their error history."""
+    def query(
+        self,
+        query: Query,
+        *,
+        limit: int | None = None,
+        after_id: int | None = None,
+        tracebacks: bool = True,
+    ) -> list[Job]:
+        """Up to ``limit`` jobs matching ``query`` (all if ``None``), by id, with their error
+        history. ``after_id`` pages: only jobs with a greater id (pass the last id of the
+        previous page). Without ``tracebacks`` the errors' traceback texts are left empty,
+        which is much less to read for a long listing. A row whose stored values cannot be
+        read comes back with those fields named in ``Job.unreadable``; it never fails the
+        query."""
 
     def get_job(self, job_id: int, *, executor: str | None = None) -> Job:
         """One job by id; ``JobNotFound`` if it does not exist (or is another executor's)."""
@@ -475,8 +487,17 @@ class Backend(ABC):
     async def aupdate_job(self, job: Job, *, executor: str | None = None) -> Job:
         return await sync_to_async(self.update_job)(job, executor=executor)
 
-    async def aquery(self, query: Query, *, limit: int | None = None) -> list[Job]:
-        return await sync_to_async(self.query)(query, limit=limit)
+    async def aquery(
+        self,
+        query: Query,
+        *,
+        limit: int | None = None,
+        after_id: int | None = None,
+        tracebacks: bool = True,
+    ) -> list[Job]:
+        return await sync_to_async(self.query)(
+            query, limit=limit, after_id=after_id, tracebacks=tracebacks
+        )
 
     async def aget_job(self, job_id: int, *, executor: str | None = None) -> Job:
         return await sync_to_async(self.get_job)(job_id, executor=executor)

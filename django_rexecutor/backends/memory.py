@@ -72,13 +72,15 @@ class InMemoryBackend(Backend):
         return job
 
     @staticmethod
-    def _copy(job: Job) -> Job:
+    def _copy(job: Job, *, tracebacks: bool = True) -> Job:
         return replace(
             job,
             data=copy.deepcopy(job.data),
             metadata=copy.deepcopy(job.metadata),
             tags=list(job.tags),
-            errors=list(job.errors),
+            errors=list(job.errors)
+            if tracebacks
+            else [replace(e, traceback="") for e in job.errors],
         )
 
     def _notify(self) -> None:
@@ -328,10 +330,23 @@ class InMemoryBackend(Backend):
             self._notify()
             return self._copy(stored)
 
-    def query(self, query: Query, *, limit: int | None = None) -> list[Job]:
+    def query(
+        self,
+        query: Query,
+        *,
+        limit: int | None = None,
+        after_id: int | None = None,
+        tracebacks: bool = True,
+    ) -> list[Job]:
+        found: list[Job] = []
         with self._lock:
-            found = [self._copy(j) for _, j in sorted(self._jobs.items()) if query.matches(j)]
-        return found[:limit]
+            for job_id in sorted(self._jobs):
+                if limit is not None and len(found) >= limit:
+                    break
+                job = self._jobs[job_id]
+                if (after_id is None or job_id > after_id) and query.matches(job):
+                    found.append(self._copy(job, tracebacks=tracebacks))
+        return found
 
     # -- pruning -------------------------------------------------------------------------
     def prune_jobs(self, spec: PruneSpec) -> int:

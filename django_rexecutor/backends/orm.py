@@ -8,20 +8,21 @@ fenced by status, attempt and worker (see ``backends.base``)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import OperationalError, connections, transaction
-from django.db.models import F, Min, Q
-from django.db.models.functions import Now
+from django.db import DatabaseError, OperationalError, connections, transaction
+from django.db.models import DateTimeField, F, Min, Q, TextField, Value
+from django.db.models.functions import Cast, Greatest, Least, Now
 from django.utils import timezone
 
 from ..conf import rexecutor_settings
 from ..encoding import to_json
 from ..exceptions import InvalidTransition, JobNotFound, UniquenessConflict
-from ..job import Job, JobId
+from ..job import Job, JobError, JobId
 from ..models import JobErrorRecord, JobRecord, UniquenessLockRecord, WorkerRecord
 from ..query import Query
 from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
@@ -44,23 +45,28 @@ from .base import (
 )
 from .compiler import compile_query
 from .sql import (
-    CLAIM_RETURNING,
     COMPLETE_SQL,
     COPY_SQL,
+    EARLIEST,
     FENCE_CHUNK,
     FINISHED_AT,
     INSERT_SQL,
+    JOB_FIELDS,
+    JSON_FIELDS,
+    LATEST,
     READY,
     RESERVE_IDS_SQL,
     SCHEDULED,
-    claimed_job,
-    due_sql,
+    TIMESTAMPS,
+    claim_sql,
     hot_cursor,
+    job_from_row,
     now_sql,
     server_bound_cursor,
-    to_datetime,
-    to_job,
+    unreadable_message,
 )
+
+logger = logging.getLogger("django_rexecutor.backends")
 
 _LOCK_TABLE = UniquenessLockRecord._meta.db_table
 #: Take the lock row of a uniqueness slot (see ``UniquenessLockRecord``).
@@ -302,61 +308,63 @@ class DjangoBackend(Backend):
         if limit <= 0 or not wanted:
             return []
         connection = connections[self.alias]
-        ops = connection.ops
-        table = JobRecord._meta.db_table
-        now = ops.adapt_datetimefield_value(timezone.now())
-        # Due by the database's clock, never by this host's (which may be off).
-        due = due_sql(connection)
-        lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-        ready = ", ".join(f"'{s}'" for s in READY)
-        selects: list[str] = []
-        params: list[Any] = []
-        if all(n >= limit for n in wanted.values()):
-            marks = ", ".join(["%s"] * len(wanted))
-            selects.append(
-                f"SELECT id FROM {table} WHERE status IN ({ready}) AND executor IN ({marks})"
-                f" AND scheduled_at <= {due} ORDER BY priority, scheduled_at, id LIMIT %s{lock}"
-            )
-            params += [*wanted, limit]
-        else:
-            for name, n in wanted.items():
-                selects.append(
-                    f"SELECT * FROM (SELECT id FROM {table} WHERE status IN ({ready})"
-                    f" AND executor = %s AND scheduled_at <= {due}"
-                    f" ORDER BY priority, scheduled_at, id LIMIT %s{lock}) AS c{len(selects)}"
-                )
-                params += [name, n]
-        candidates = " UNION ALL ".join(selects)
-        sql = (
-            f"UPDATE {table} SET status = %s, attempt = attempt + 1, attempted_at = %s,"
-            f" claimed_by = %s, cancel_requested_at = NULL"
-            f" WHERE id IN (SELECT id FROM ({candidates}) AS candidates LIMIT %s)"
-            f" RETURNING {CLAIM_RETURNING}"
-        )
-        all_params = [JobStatus.EXECUTING.value, now, worker_id, *params, limit]
+        sql, params = claim_sql(connection.vendor, worker_id, wanted, limit)
         # One statement, so autocommit makes it atomic without a BEGIN/COMMIT round trip. The
         # rows become ``Job`` values directly: model instances cost more than the claim itself.
         with hot_cursor(connection) as cursor:
-            cursor.execute(sql, all_params)
+            cursor.execute(sql, params)
             rows = cursor.fetchall()
         with_errors = [row[0] for row in rows if row[-1]]
         errors = self._errors_of(with_errors) if with_errors else {}
-        attempted_at = to_datetime(now, connection)
-        jobs = [claimed_job(row, worker_id, attempted_at, errors, connection) for row in rows]
+        jobs: list[Job] = []
+        for row in rows:
+            job = job_from_row(row, errors, connection)
+            if job.unreadable:
+                self._discard_unreadable(job)
+            else:
+                jobs.append(job)
         jobs.sort(key=lambda j: (j.priority, j.scheduled_at, j.id))
         return jobs
 
-    def _errors_of(self, job_ids: Sequence[int]) -> dict[int, list[JobErrorRecord]]:
-        out: dict[int, list[JobErrorRecord]] = {}
+    def _discard_unreadable(self, job: Job) -> None:
+        """A claimed row that cannot become a ``Job`` fails alone and for good (retrying
+        cannot fix it): discarded under this claim, with an error naming the bad fields.
+        The jobs claimed with it run normally."""
+        problem = unreadable_message(job)
+        error = ErrorDetails(ErrorType.UNREADABLE, problem)
+        logger.error(
+            "Job %s (%s) attempt %s discarded: %s", job.id, job.executor, job.attempt, problem
+        )
+        try:
+            self.mark_job_discarded(job.id, error, claim=Claim.of(job))
+        except DatabaseError:
+            # The good jobs of this claim must still run; the rescue pass returns this one.
+            logger.exception("Could not discard job %s", job.id)
+
+    def _errors_of(
+        self, job_ids: Sequence[int], *, tracebacks: bool = True
+    ) -> dict[int, list[JobError]]:
+        """The error histories of ``job_ids``, oldest first; without the traceback texts
+        (``""``) unless ``tracebacks``."""
+        out: dict[int, list[JobError]] = {}
         if not job_ids:
             return out
-        for error in JobErrorRecord.objects.using(self.alias).filter(job_id__in=job_ids):
-            out.setdefault(error.job_id, []).append(error)
+        traceback: Any = "traceback" if tracebacks else Value("", output_field=TextField())
+        rows = (
+            JobErrorRecord.objects.using(self.alias)
+            .filter(job_id__in=job_ids)
+            .values_list("job_id", "attempt", "error_type", "message", traceback, "recorded_at")
+        )
+        for job_id, *error in rows:
+            out.setdefault(job_id, []).append(JobError(*error))
         return out
 
     def next_scheduled_at(self, executors: Collection[str]) -> datetime | None:
+        # Clamped to the times Python can represent: a row scheduled at ``-infinity`` is due
+        # (the claim takes and discards it), one at ``infinity`` never is.
+        due = Least(Greatest("scheduled_at", Value(EARLIEST)), Value(LATEST))
         result = self.jobs.filter(status__in=READY, executor__in=list(executors)).aggregate(
-            at=Min("scheduled_at")
+            at=Min(due, output_field=DateTimeField())
         )
         return result["at"]
 
@@ -509,8 +517,7 @@ class DjangoBackend(Backend):
         return record
 
     def _fresh(self, job_id: int) -> Job:
-        record = self.jobs.get(pk=job_id)
-        return to_job(record, self._errors_of([job_id]).get(job_id, ()))
+        return next(self._read_jobs(self.jobs.filter(pk=job_id), 1, True))
 
     def cancel_job(self, job_id: int, reason: str, *, executor: str | None = None) -> Job:
         with self._atomic():
@@ -671,10 +678,45 @@ class DjangoBackend(Backend):
             self.jobs.filter(pk=job.id).update(**fields)
             return self._fresh(job.id)
 
-    def query(self, query: Query, *, limit: int | None = None) -> list[Job]:
-        records = list(self.jobs.filter(compile_query(query)).order_by("id")[:limit])
-        errors = self._errors_of([r.pk for r in records])
-        return [to_job(r, errors.get(r.pk, ())) for r in records]
+    #: Rows read per statement by ``query`` (and the error histories of as many jobs).
+    query_batch_size = 500
+
+    def query(
+        self,
+        query: Query,
+        *,
+        limit: int | None = None,
+        after_id: int | None = None,
+        tracebacks: bool = True,
+    ) -> list[Job]:
+        qs = self.jobs.filter(compile_query(query))
+        if after_id is not None:
+            qs = qs.filter(pk__gt=after_id)
+        return list(self._read_jobs(qs, limit, tracebacks))
+
+    def _read_jobs(self, qs: Any, limit: int | None, tracebacks: bool) -> Iterator[Job]:
+        """The jobs of ``qs`` by id, read ``query_batch_size`` rows at a time (keyset pages on
+        the primary key), each row decoded on its own (``sql.job_from_row``)."""
+        connection = connections[self.alias]
+        columns = {f"rx_{f}": Cast(f, TextField()) for f in TIMESTAMPS + JSON_FIELDS}
+        fields = [f"rx_{f}" if f"rx_{f}" in columns else f for f in JOB_FIELDS]
+        rows_of = qs.annotate(**columns).order_by("pk").values_list(*fields)
+        last: int | None = None
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = min(remaining or self.query_batch_size, self.query_batch_size)
+            page = rows_of if last is None else rows_of.filter(pk__gt=last)
+            rows = list(page[:size])
+            if not rows:
+                return
+            errors = self._errors_of([row[0] for row in rows], tracebacks=tracebacks)
+            for row in rows:
+                yield job_from_row(row, errors, connection)
+            if len(rows) < size:
+                return
+            last = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
 
     # -- pruning -------------------------------------------------------------------------
     def prune_jobs(self, spec: PruneSpec) -> int:
@@ -757,7 +799,11 @@ class DjangoBackend(Backend):
             # Parameters (none) given, so the SQL's escaped % signs are unescaped on SQLite.
             cursor.execute(f"SELECT {now_sql(connection)}", [])
             value = cursor.fetchone()[0]
-        return to_datetime(value, connection)
+        if isinstance(value, datetime):  # PostgreSQL
+            return value
+        # SQLite answers with text, converted as Django converts its datetime columns.
+        convert = connection.ops.convert_datetimefield_value  # type: ignore[attr-defined]
+        return convert(value, None, connection)
 
     def record_heartbeat(
         self,

@@ -51,6 +51,7 @@ from ..query import (
 from ..status import ErrorType, JobStatus
 from ..uniqueness import Replace, UniquenessCriteria
 from .conformance_attempts import AttemptsConformance
+from .conformance_claimrows import ClaimrowsConformance
 from .conformance_identity import IdentityConformance
 from .conformance_plugins import PluginsConformance
 from .conformance_uniq import UniqConformance
@@ -97,7 +98,11 @@ class _CleanThreadPool(ThreadPoolExecutor):
 
 
 class BackendConformanceTests(
-    AttemptsConformance, IdentityConformance, PluginsConformance, UniqConformance
+    AttemptsConformance,
+    ClaimrowsConformance,
+    IdentityConformance,
+    PluginsConformance,
+    UniqConformance,
 ):
     """Mixin of backend tests; a subclass named ``Test…`` implements ``make_backend``."""
 
