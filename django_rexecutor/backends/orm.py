@@ -262,13 +262,15 @@ class DjangoBackend(Backend):
         (which ``COPY`` lacks). The insert trigger still fires once for the statement."""
         connection = connections[self.alias]
         now = timezone.now()
-        rows = [self._row(job, now, limit) for job in jobs]  # every row checked before the COPY
         with self._atomic(), connection.cursor() as cursor:
             cursor.execute(RESERVE_IDS_SQL, [len(jobs)])
             ids = sorted(row[0] for row in cursor.fetchall())
+            # Rows are encoded (and size-checked) while the COPY streams, so the database
+            # works on the first rows while Python builds the next. A payload over the limit
+            # raises mid-stream: the COPY is aborted and the atomic block rolls it back whole.
             with cursor.cursor.copy(COPY_SQL) as copy:
-                for job_id, row in zip(ids, rows, strict=True):
-                    copy.write_row((job_id, *row))
+                for job_id, job in zip(ids, jobs, strict=True):
+                    copy.write_row((job_id, *self._row(job, now, limit)))
         return ids
 
     def _lock(self, slot: int) -> None:
