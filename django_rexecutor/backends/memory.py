@@ -41,6 +41,7 @@ from .base import (
     orphaned_error,
     rerun_status,
     snoozed_status,
+    storable_text,
 )
 
 
@@ -277,6 +278,7 @@ class InMemoryBackend(Backend):
 
     # -- management ----------------------------------------------------------------------
     def cancel_job(self, job_id: int, reason: str, *, executor: str | None = None) -> Job:
+        reason = storable_text(reason)
         with self._lock:
             job = self._get(job_id, executor)
             now = timezone.now()

@@ -42,6 +42,7 @@ from .base import (
     rerun_status,
     skip_reason,
     snoozed_status,
+    storable_text,
 )
 from .compiler import compile_query
 from .sql import (
@@ -413,15 +414,8 @@ class DjangoBackend(Backend):
                 self._add_error(job_id, row["attempt"], error, now)
             return True
 
-    def _add_error(self, job_id: int, attempt: int, error: ErrorDetails, at: Now) -> None:
-        JobErrorRecord.objects.using(self.alias).create(
-            job_id=job_id,
-            attempt=attempt,
-            error_type=error.error_type,
-            message=error.message,
-            traceback=error.traceback,
-            recorded_at=at,
-        )
+    def _add_error(self, job_id: int, attempt: int, error: ErrorDetails, at: Any) -> None:
+        _error_record(job_id, attempt, error, at).save(using=self.alias, force_insert=True)
 
     def mark_job_complete(
         self, job_id: int, *, claim: Claim | None = None, result: Any = None
@@ -522,6 +516,7 @@ class DjangoBackend(Backend):
         return next(self._read_jobs(self.jobs.filter(pk=job_id), 1, True))
 
     def cancel_job(self, job_id: int, reason: str, *, executor: str | None = None) -> Job:
+        reason = storable_text(reason)
         with self._atomic():
             record = self._locked(job_id, executor)
             status = JobStatus(record.status)
@@ -613,6 +608,7 @@ class DjangoBackend(Backend):
     def cancel_jobs(
         self, job_ids: Iterable[int], reason: str, *, executor: str | None = None
     ) -> BulkResult:
+        reason = storable_text(reason)
         ids = list(dict.fromkeys(int(i) for i in job_ids))
         done: list[int] = []
         requested: list[int] = []
@@ -641,15 +637,9 @@ class DjangoBackend(Backend):
                     self.jobs.filter(pk__in=[pk for pk, _ in waiting]).update(
                         status=JobStatus.CANCELLED, cancelled_at=now
                     )
+                    error = ErrorDetails(ErrorType.CANCELLED, reason)
                     JobErrorRecord.objects.using(self.alias).bulk_create(
-                        JobErrorRecord(
-                            job_id=pk,
-                            attempt=attempt,
-                            error_type=ErrorType.CANCELLED,
-                            message=reason,
-                            recorded_at=now,
-                        )
-                        for pk, attempt in waiting
+                        _error_record(pk, attempt, error, now) for pk, attempt in waiting
                     )
                 if running:
                     self.jobs.filter(pk__in=running, cancel_requested_at__isnull=True).update(
@@ -912,16 +902,7 @@ class DjangoBackend(Backend):
                     if status == JobStatus.CANCELLED
                     else orphaned_error(worker_id, attempt)
                 )
-                errors.append(
-                    JobErrorRecord(
-                        job_id=job_id,
-                        attempt=attempt,
-                        error_type=error.error_type,
-                        message=error.message,
-                        traceback=error.traceback,
-                        recorded_at=now,
-                    )
-                )
+                errors.append(_error_record(job_id, attempt, error, now))
             # Fenced by (id, attempt, claimed_by) like any result write: one IN list per
             # dead worker and attempt, so the statement stays small.
             fence = Q()
@@ -956,3 +937,15 @@ class DjangoBackend(Backend):
                 "pk", flat=True
             )
         )
+
+
+def _error_record(job_id: int, attempt: int, error: ErrorDetails, at: Any) -> JobErrorRecord:
+    """The row of one entry of a job's error history (``at``: a time or ``Now()``)."""
+    return JobErrorRecord(
+        job_id=job_id,
+        attempt=attempt,
+        error_type=error.error_type,
+        message=error.message,
+        traceback=error.traceback,
+        recorded_at=at,
+    )

@@ -61,6 +61,26 @@ class AttemptsConformance:
         (stored,) = backend.get_job(job.id).errors
         assert (stored.error_type, stored.message) == ("42", "<Broken object: str() failed>")
 
+    def test_a_cancel_reason_is_stored_readable_whatever_it_contains(
+        self, backend: Backend
+    ) -> None:
+        reason = "operator said \x00 stop"
+        waiting = backend.enqueue(
+            EnqueuableJob(_EXECUTOR, None, None, max_attempts=3, scheduled_at=timezone.now())
+        )
+        backend.cancel_job(waiting, reason)
+        (running,) = self._running(backend)
+        (bulk,) = self._running(backend)
+        backend.cancel_job(running.id, reason)
+        backend.cancel_jobs([bulk.id], reason)
+        # The running ones end cancelled with the request's reason when their worker writes.
+        for job in (running, bulk):
+            assert backend.mark_job_complete(job.id, claim=Claim.of(job))
+        for job_id in (waiting, running.id, bulk.id):
+            stored = backend.get_job(job_id)
+            assert stored.status == JobStatus.CANCELLED
+            assert [e.message for e in stored.errors] == ["operator said \\x00 stop"]
+
     def delete_behind_the_backend(self, backend: Backend, job_id: int) -> None:
         """Delete a job outside the backend's interface, as an operator's SQL or a data
         migration would (running jobs are never pruned). Override it for your backend."""
