@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from django_rexecutor import Executor, Job, JobId, JobStatus, Replace, UniquenessCriteria
 from django_rexecutor.models import JobRecord
+from tests.concurrency import hammer
 
 pytestmark = pytest.mark.django_db
 
@@ -219,37 +217,6 @@ def test_key_hashes_and_lock_ids_are_stable_across_processes() -> None:
 # -- concurrency -------------------------------------------------------------------------------
 
 
-def _hammer(threads: int, rounds: int, enqueue: Callable[[], JobId]) -> list[JobId]:
-    """Run ``enqueue`` ``rounds`` times in each of ``threads`` threads, every round started by
-    all threads at once; each thread uses (and closes) its own database connection."""
-    barrier = threading.Barrier(threads)
-    results: list[JobId] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def work() -> None:
-        try:
-            for _ in range(rounds):
-                barrier.wait(timeout=60)
-                job_id = enqueue()
-                with lock:
-                    results.append(job_id)
-        except Exception as exc:  # noqa: BLE001 - re-raised in the main thread below
-            errors.append(exc)
-            barrier.abort()
-        finally:
-            connection.close()
-
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    if errors:
-        raise errors[0]
-    return results
-
-
 def _assert_exactly_one(results: list[JobId], executors: list[type[Executor]]) -> None:
     stored = list(JobRecord.objects.filter(executor__in=[e.name for e in executors]))
     assert len(stored) == 1
@@ -261,7 +228,7 @@ def _assert_exactly_one(results: list[JobId], executors: list[type[Executor]]) -
 @pytest.mark.django_db(transaction=True)
 def test_simultaneous_unique_enqueues_leave_one_job_on_postgres() -> None:
     rule = UniquenessCriteria.by_key({"order": 7}).and_executor()
-    results = _hammer(8, 25, lambda: Mail.enqueue({"order": 7}, unique=rule))
+    results = hammer(8, 25, lambda: Mail.enqueue({"order": 7}, unique=rule))
     assert len(results) == 200
     _assert_exactly_one(results, [Mail])
 
@@ -273,7 +240,7 @@ def test_simultaneous_enqueues_with_related_rules_leave_one_job_on_postgres() ->
     # so must serialise against each other too.
     rules = [UniquenessCriteria.by_key("mixed"), UniquenessCriteria.by_key("mixed").and_executor()]
     counter = iter(range(10**6))
-    results = _hammer(8, 10, lambda: Mail.enqueue(unique=rules[next(counter) % 2]))
+    results = hammer(8, 10, lambda: Mail.enqueue(unique=rules[next(counter) % 2]))
     _assert_exactly_one(results, [Mail])
 
 
@@ -283,6 +250,6 @@ def test_enqueues_from_several_threads_leave_one_job() -> None:
     rule = UniquenessCriteria.by_key("threads")
     executors = [Mail, Sms]
     counter = iter(range(10**6))
-    results = _hammer(4, 5, lambda: executors[next(counter) % 2].enqueue(unique=rule))
+    results = hammer(4, 5, lambda: executors[next(counter) % 2].enqueue(unique=rule))
     assert len(results) == 20
     _assert_exactly_one(results, executors)

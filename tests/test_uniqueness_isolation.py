@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from django.db import connection, connections, transaction
 from django_rexecutor import Executor, Job, JobId, UniquenessCriteria
 from django_rexecutor.exceptions import RexecutorError, UniquenessConflict
 from django_rexecutor.models import JobRecord
+from tests.concurrency import hammer
 
 RULE = UniquenessCriteria.by_key({"invoice": 9}).and_executor()
 
@@ -49,34 +50,6 @@ def isolation(request: pytest.FixtureRequest) -> Iterator[str]:
         dict_.pop("isolation_level", None)
 
 
-def _in_threads(threads: int, rounds: int, enqueue: Callable[[], JobId]) -> list[JobId]:
-    """``enqueue`` ``rounds`` times in each thread, all threads starting each round at once,
-    each on its own connection."""
-    barrier = threading.Barrier(threads)
-    results: list[JobId] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            for _ in range(rounds):
-                barrier.wait(timeout=60)
-                results.append(enqueue())
-        except Exception as exc:  # noqa: BLE001 - re-raised in the main thread below
-            errors.append(exc)
-            barrier.abort()
-        finally:
-            connection.close()
-
-    pool = [threading.Thread(target=work) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
-
-
 def _assert_one_job(results: list[JobId]) -> None:
     stored = _stored()
     assert len(stored) == 1, f"{len(stored)} jobs for one key"
@@ -89,7 +62,7 @@ def _assert_one_job(results: list[JobId]) -> None:
 def test_simultaneous_unique_enqueues_leave_one_job_under_every_isolation_level(
     isolation: str,
 ) -> None:
-    results = _in_threads(8, 10, lambda: Invoice.enqueue(unique=RULE))
+    results = hammer(8, 10, lambda: Invoice.enqueue(unique=RULE))
     assert len(results) == 80
     _assert_one_job(results)
 
@@ -111,7 +84,7 @@ def _enqueue_in_a_retried_transaction() -> JobId:
 def test_simultaneous_unique_enqueues_inside_callers_transactions_leave_one_job(
     isolation: str,
 ) -> None:
-    results = _in_threads(6, 5, _enqueue_in_a_retried_transaction)
+    results = hammer(6, 5, _enqueue_in_a_retried_transaction)
     assert len(results) == 30
     _assert_one_job(results)
 
