@@ -1,0 +1,38 @@
+"""The production backend: jobs in Django models, on any database that has an engine.
+
+``DjangoBackend`` combines the parts, each written once against Django's ORM and the
+``Engine`` of the alias's database vendor (``engines/``): ``enqueue`` (inserts in the caller's
+transaction, uniqueness), ``claims`` (claims, fenced result writes, batched completion),
+``changes`` (cancel, rerun, update), ``reading`` (queries) and ``upkeep`` (pruning,
+heartbeats, rescue). What differs between databases is the engine's; nothing here asks which
+database it is."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from .changes import Changing
+from .claims import Claiming
+from .enqueue import Enqueueing
+from .upkeep import Upkeep
+
+
+class DjangoBackend(Enqueueing, Claiming, Changing, Upkeep):
+    """Jobs stored through the Django ORM in the ``REXECUTOR["DATABASE"]`` alias."""
+
+    supports_transactions = True
+
+    def __repr__(self) -> str:
+        return f"DjangoBackend(alias={self.alias!r})"
+
+    @property
+    def supports_notifications(self) -> bool:  # type: ignore[override]
+        return self.engine.supports_notifications
+
+    def using(self, alias: str) -> DjangoBackend:
+        return self if alias == self.alias else type(self)(alias)
+
+    def wait_for_jobs(self, executors: Collection[str], timeout: float) -> None:
+        """Wait on the engine's notifications (PostgreSQL: LISTEN/NOTIFY) up to ``timeout``,
+        or just sleep without them: the caller's polling is the guarantee either way."""
+        self.engine.wait_for_jobs(executors, timeout)
