@@ -8,8 +8,11 @@ from typing import Any
 
 from django.db import connections, transaction
 
+from ...job import ErrorDetails
 from ...models import JobErrorRecord, JobRecord
-from ..base import Backend, ErrorDetails
+from ...status import JobStatus
+from ...transitions import FINISH_FIELD
+from ..base import Backend
 from .engines import Engine, engine_for
 
 
@@ -57,6 +60,12 @@ class DjangoBase(Backend):
         return self.engine.current_time()
 
 
+def finished(status: JobStatus, at: Any) -> dict[str, Any]:
+    """The fields a job's move to the final ``status`` at ``at`` (a time or ``Now()``)
+    writes."""
+    return {"status": status, FINISH_FIELD[status]: at}
+
+
 def error_record(job_id: int, attempt: int, error: ErrorDetails, at: Any) -> JobErrorRecord:
     """The row of one entry of a job's error history (``at``: a time or ``Now()``)."""
     return JobErrorRecord(
@@ -69,4 +78,4 @@ def error_record(job_id: int, attempt: int, error: ErrorDetails, at: Any) -> Job
     )
 
 
-__all__ = ["DjangoBase", "error_record"]
+__all__ = ["DjangoBase", "error_record", "finished"]

@@ -9,13 +9,25 @@ from django.db.models import F
 from django.db.models.functions import Now
 
 from ...encoding import to_json_native
-from ...exceptions import InvalidTransition, JobNotFound
-from ...job import Job
+from ...exceptions import JobNotFound
+from ...job import Job, storable_text
 from ...models import JobRecord
-from ...status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
+from ...status import JobStatus
+from ...transitions import (
+    CANCELLABLE,
+    RERUNNABLE,
+    SkipReason,
+    cancel_error,
+    check_cancel,
+    check_rerun,
+    check_update,
+    rerun_changes,
+    rerun_status,
+    skip_reason,
+)
 from ...validation import check_aware, check_max_attempts, check_priority, check_tags
-from ..base import BulkResult, ErrorDetails, SkipReason, rerun_status, skip_reason, storable_text
-from .base import error_record
+from ..values import BulkResult
+from .base import error_record, finished
 from .reading import Reading
 
 
@@ -32,39 +44,23 @@ class Changing(Reading):
             record = self._locked(job_id, executor)
             status = JobStatus(record.status)
             now = Now()
-            if status in TERMINAL_STATUSES:
-                raise InvalidTransition(
-                    job_id, status, "cancel", "Only waiting or running jobs can be cancelled."
-                )
+            check_cancel(job_id, status)
             if status == JobStatus.EXECUTING:
                 if record.cancel_requested_at is None:
                     self.jobs.filter(pk=job_id).update(
                         cancel_requested_at=now, cancel_reason=reason
                     )
             else:
-                self.jobs.filter(pk=job_id).update(status=JobStatus.CANCELLED, cancelled_at=now)
-                self._add_error(
-                    job_id, record.attempt, ErrorDetails(ErrorType.CANCELLED, reason), now
-                )
+                self.jobs.filter(pk=job_id).update(**finished(JobStatus.CANCELLED, now))
+                self._add_error(job_id, record.attempt, cancel_error(reason), now)
             return self._fresh(job_id)
 
     def rerun_job(self, job_id: int, *, executor: str | None = None) -> Job:
         with self._atomic():
             record = self._locked(job_id, executor)
-            status = JobStatus(record.status)
-            if status in (JobStatus.EXECUTING, JobStatus.SCHEDULED):
-                raise InvalidTransition(
-                    job_id, status, "rerun", "Only finished or retryable jobs can be rerun."
-                )
+            check_rerun(job_id, JobStatus(record.status))
             self.jobs.filter(pk=job_id).update(
-                status=rerun_status(record.attempt),
-                max_attempts=F("max_attempts") + 1,
-                scheduled_at=Now(),
-                completed_at=None,
-                cancelled_at=None,
-                discarded_at=None,
-                cancel_requested_at=None,
-                result=None,
+                **rerun_changes(record.attempt, max_attempts=F("max_attempts") + 1, now=Now())
             )
             return self._fresh(job_id)
 
@@ -91,28 +87,23 @@ class Changing(Reading):
             chunk = ids[start : start + self.bulk_batch_size]
             with self._atomic():
                 rows = self._bulk_rows(chunk, executor)
-                by_status: dict[JobStatus, list[int]] = {}
+                # Jobs whose rerun writes the same values (one of their attempt counts, and
+                # their ids): one statement per status they go back to.
+                by_status: dict[JobStatus, tuple[int, list[int]]] = {}
                 for pk in chunk:
                     if pk not in rows:
                         skipped[pk] = SkipReason.NOT_FOUND
                         continue
                     status, attempt = rows[pk]
-                    if status in (JobStatus.EXECUTING, JobStatus.SCHEDULED):
+                    if status not in RERUNNABLE:
                         skipped[pk] = skip_reason(status)
                         continue
-                    by_status.setdefault(rerun_status(attempt), []).append(pk)
+                    by_status.setdefault(rerun_status(attempt), (attempt, []))[1].append(pk)
                     done.append(pk)
                 now = Now()
-                for new_status, pks in by_status.items():
+                for attempt, pks in by_status.values():
                     self.jobs.filter(pk__in=pks).update(
-                        status=new_status,
-                        max_attempts=F("max_attempts") + 1,
-                        scheduled_at=now,
-                        completed_at=None,
-                        cancelled_at=None,
-                        discarded_at=None,
-                        cancel_requested_at=None,
-                        result=None,
+                        **rerun_changes(attempt, max_attempts=F("max_attempts") + 1, now=now)
                     )
         return BulkResult(tuple(done), skipped)
 
@@ -135,7 +126,7 @@ class Changing(Reading):
                         skipped[pk] = SkipReason.NOT_FOUND
                         continue
                     status, attempt = rows[pk]
-                    if status in TERMINAL_STATUSES:
+                    if status not in CANCELLABLE:
                         skipped[pk] = skip_reason(status)
                     elif status == JobStatus.EXECUTING:
                         running.append(pk)
@@ -146,9 +137,9 @@ class Changing(Reading):
                 now = Now()
                 if waiting:
                     self.jobs.filter(pk__in=[pk for pk, _ in waiting]).update(
-                        status=JobStatus.CANCELLED, cancelled_at=now
+                        **finished(JobStatus.CANCELLED, now)
                     )
-                    error = ErrorDetails(ErrorType.CANCELLED, reason)
+                    error = cancel_error(reason)
                     self.errors.bulk_create(
                         error_record(pk, attempt, error, now) for pk, attempt in waiting
                     )
@@ -170,10 +161,6 @@ class Changing(Reading):
         }
         with self._atomic():
             record = self._locked(job.id, executor)
-            status = JobStatus(record.status)
-            if status not in READY_STATUSES:
-                raise InvalidTransition(
-                    job.id, status, "update", "Only waiting jobs can be updated."
-                )
+            check_update(job.id, JobStatus(record.status))
             self.jobs.filter(pk=job.id).update(**fields)
             return self._fresh(job.id)

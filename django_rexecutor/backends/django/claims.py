@@ -18,9 +18,11 @@ from django.db.models import F
 from django.db.models.functions import Now
 
 from ...exceptions import JobNotFound
-from ...job import Job
+from ...job import ErrorDetails, Job
 from ...status import ErrorType, JobStatus
-from ..base import Claim, ErrorDetails, snoozed_status
+from ...transitions import running_cancel_error, snoozed_status
+from ..values import Claim
+from .base import finished
 from .reading import Reading
 from .rows import job_from_row, unreadable_message
 
@@ -86,9 +88,8 @@ class Claiming(Reading):
                 return False
             now = Now()
             if row["cancel_requested_at"] is not None:
-                updates = {"status": JobStatus.CANCELLED, "cancelled_at": now}
-                reason = row["cancel_reason"] or "cancelled while running"
-                error = ErrorDetails(ErrorType.CANCELLED, reason)
+                updates = finished(JobStatus.CANCELLED, now)
+                error = running_cancel_error(row["cancel_reason"])
             self.jobs.filter(pk=job_id).update(**updates)
             if error is not None:
                 self._add_error(job_id, row["attempt"], error, now)
@@ -97,7 +98,7 @@ class Claiming(Reading):
     def mark_job_complete(
         self, job_id: int, *, claim: Claim | None = None, result: Any = None
     ) -> bool:
-        updates = {"status": JobStatus.COMPLETE, "completed_at": Now(), "result": result}
+        updates = {**finished(JobStatus.COMPLETE, Now()), "result": result}
         return self._write_result(job_id, claim, updates, None)
 
     def mark_job_retryable(
@@ -114,14 +115,12 @@ class Claiming(Reading):
     def mark_job_discarded(
         self, job_id: int, error: ErrorDetails, *, claim: Claim | None = None
     ) -> bool:
-        updates = {"status": JobStatus.DISCARDED, "discarded_at": Now()}
-        return self._write_result(job_id, claim, updates, error)
+        return self._write_result(job_id, claim, finished(JobStatus.DISCARDED, Now()), error)
 
     def mark_job_cancelled(
         self, job_id: int, error: ErrorDetails, *, claim: Claim | None = None
     ) -> bool:
-        updates = {"status": JobStatus.CANCELLED, "cancelled_at": Now()}
-        return self._write_result(job_id, claim, updates, error)
+        return self._write_result(job_id, claim, finished(JobStatus.CANCELLED, Now()), error)
 
     def mark_job_snoozed(
         self, job_id: int, next_scheduled_at: datetime, *, claim: Claim | None = None

@@ -1,16 +1,20 @@
-"""Enqueue: inserts in the caller's transaction, one by one or in bulk, and uniqueness rules
-(serialised by the engine's ``lock_slot``, then checked and applied with the ORM)."""
+"""Enqueue: inserts in the caller's transaction, one by one or in bulk; uniqueness rules
+(serialised by the engine's ``lock_slot``, then checked and applied with the ORM); and the one
+job of a cron tick."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+
+from django.db import IntegrityError
 
 from ...conf import rexecutor_settings
 from ...job import JobId
-from ...models import JobRecord
+from ...models import CronTickRecord, JobRecord
 from ...uniqueness import UniquenessCriteria
 from ...validation import check_payloads
-from ..base import EnqueuableJob
+from ..values import EnqueuableJob
 from .base import DjangoBase
 
 
@@ -70,3 +74,19 @@ class Enqueueing(DjangoBase):
         for name in replace.fields:
             setattr(existing, name, getattr(job, name))
         existing.save(using=self.alias, update_fields=sorted(replace.fields))
+
+    def enqueue_cron_job(self, name: str, tick_at: datetime, job: EnqueuableJob) -> JobId | None:
+        """The tick's row and its job in one transaction: the row's unique (name, tick_at)
+        lets one scheduler win; on PostgreSQL a concurrent insert of the same key waits for
+        the winner to commit, then fails."""
+        ticks = CronTickRecord.objects.using(self.alias)
+        with self._atomic():
+            try:
+                # A savepoint, so losing the race leaves the outer transaction usable.
+                with self._atomic():
+                    record = ticks.create(name=name, tick_at=tick_at)
+            except IntegrityError:
+                return None
+            job_id = self.enqueue(job)
+            ticks.filter(pk=record.pk).update(job_id=int(job_id))
+        return job_id

@@ -10,23 +10,13 @@ from typing import Any
 
 from ...decoding import Unreadable, read_datetime, read_json, read_tags
 from ...job import Job, JobError
-from ...models import JobErrorRecord, JobRecord
+from ...models import TIMESTAMP_FIELDS, JobErrorRecord, JobRecord
 from ...status import JobStatus
 
 #: The columns of a ``Job``, in the order ``job_from_row`` reads them. Timestamps come as text
 #: (see ``decoding``): a value Python cannot represent, such as PostgreSQL's ``-infinity``,
 #: would otherwise make the driver fail while fetching the whole result, not just its row.
 #: JSON columns come as text anyway (Django reads ``jsonb`` as text) and are decoded per row.
-TIMESTAMPS = (
-    "inserted_at",
-    "scheduled_at",
-    "attempted_at",
-    "completed_at",
-    "cancelled_at",
-    "discarded_at",
-    "cancel_requested_at",
-)
-JSON_FIELDS = ("data", "metadata", "tags", "result")
 JOB_FIELDS = (
     "id",
     "status",
@@ -37,12 +27,12 @@ JOB_FIELDS = (
     "max_attempts",
     "priority",
     "tags",
-    *TIMESTAMPS,
+    *TIMESTAMP_FIELDS,
     "claimed_by",
     "result",
 )
 #: ``JOB_FIELDS`` as the select list of a raw statement.
-JOB_COLUMNS = ", ".join(f"CAST({f} AS text)" if f in TIMESTAMPS else f for f in JOB_FIELDS)
+JOB_COLUMNS = ", ".join(f"CAST({f} AS text)" if f in TIMESTAMP_FIELDS else f for f in JOB_FIELDS)
 
 
 def unreadable_message(job: Job) -> str:
@@ -111,7 +101,7 @@ def _job_of_any_row(row: Sequence[Any], errors: Mapping[int, list[JobError]], tz
         "data": read_json(data),
         "metadata": read_json(metadata),
         "tags": read_tags(tags),
-        **dict(zip(TIMESTAMPS, times, strict=True)),
+        **dict(zip(TIMESTAMP_FIELDS, times, strict=True)),
         "result": read_json(row[17]),
     }
     unreadable = {}

@@ -1,28 +1,38 @@
-"""Upkeep: pruning, worker heartbeats, and the rescue of jobs whose worker went silent."""
+"""Upkeep: pruning, cron tick records, locks for periodic work, worker heartbeats, and the
+rescue of jobs whose worker went silent."""
 
 from __future__ import annotations
 
 import os
 import socket
 from collections.abc import Collection, Sequence
-from datetime import timedelta
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
-from ...models import JobErrorRecord, WorkerRecord
-from ...status import TERMINAL_STATUSES, ErrorType, JobStatus
-from ..base import ErrorDetails, PruneRule, PruneSpec, WorkerInfo, orphaned_error
+from ...models import CronTickRecord, JobErrorRecord, WorkerRecord
+from ...status import TERMINAL_STATUSES, JobStatus
+from ...transitions import (
+    FINISH_FIELD,
+    FINISHED_AT_FIELDS,
+    orphaned_error,
+    rescue_outcome,
+    running_cancel_error,
+)
+from ..values import PruneRule, PruneSpec, WorkerInfo
 from .base import DjangoBase, error_record
 
-FINISHED_AT = Coalesce("completed_at", "cancelled_at", "discarded_at")
+#: When a finished job finished (the field its final status set).
+FINISHED_AT = Coalesce(*FINISHED_AT_FIELDS)
 #: What a rescue sets besides the status, to the time of the rescue.
 _RESCUE_SETS = {
     JobStatus.RETRYABLE: "scheduled_at",  # due again at once
-    JobStatus.DISCARDED: "discarded_at",
-    JobStatus.CANCELLED: "cancelled_at",
+    JobStatus.DISCARDED: FINISH_FIELD[JobStatus.DISCARDED],
+    JobStatus.CANCELLED: FINISH_FIELD[JobStatus.CANCELLED],
 }
 
 
@@ -33,6 +43,12 @@ class Upkeep(DjangoBase):
     # -- pruning -------------------------------------------------------------------------
     def prune_jobs(self, spec: PruneSpec) -> int:
         return sum(self._prune_rule(rule, spec.batch_size) for rule in spec.rules)
+
+    def count_prunable(self, rule: PruneRule) -> int:
+        qs = self._rule_queryset(rule)
+        if rule.max_age is not None:
+            return int(qs.filter(aged_at__lt=timezone.now() - rule.max_age).count())
+        return max(0, int(qs.count()) - (rule.max_length or 0))
 
     def _rule_queryset(self, rule: PruneRule) -> Any:
         qs = self.jobs.filter(status=rule.status)
@@ -82,6 +98,14 @@ class Upkeep(DjangoBase):
         query = covered.query
         where, params = query.get_compiler(self.alias).compile(query.where)
         return self.engine.delete_jobs([int(i) for i in ids], where, params)
+
+    # -- periodic work -------------------------------------------------------------------
+    def prune_cron_ticks(self, before: datetime) -> int:
+        deleted, _ = CronTickRecord.objects.using(self.alias).filter(tick_at__lt=before).delete()
+        return int(deleted)
+
+    def try_lock(self, name: str) -> AbstractContextManager[bool]:
+        return self.engine.try_lock(name)
 
     # -- workers -------------------------------------------------------------------------
     def record_heartbeat(
@@ -173,16 +197,11 @@ class Upkeep(DjangoBase):
             claims: dict[tuple[str | None, int], list[int]] = {}
             errors: list[JobErrorRecord] = []
             for job_id, attempt, max_attempts, worker_id, cancel_requested_at, reason in rows:
-                if cancel_requested_at is not None:
-                    status = JobStatus.CANCELLED
-                elif attempt >= max_attempts:
-                    status = JobStatus.DISCARDED
-                else:
-                    status = JobStatus.RETRYABLE
+                status = rescue_outcome(attempt, max_attempts, cancel_requested_at is not None)
                 outcomes.setdefault(status, []).append(job_id)
                 claims.setdefault((worker_id, attempt), []).append(job_id)
                 error = (
-                    ErrorDetails(ErrorType.CANCELLED, reason or "cancelled while running")
+                    running_cancel_error(reason)
                     if status == JobStatus.CANCELLED
                     else orphaned_error(worker_id, attempt)
                 )

@@ -26,9 +26,11 @@ from django.utils import timezone
 
 from ....encoding import to_json
 from ....models import JobErrorRecord, JobRecord
+from ....notifiers.base import Notifier
+from ....notifiers.local import LocalNotifier
 from ....status import READY_STATUSES, JobStatus
 from ....validation import check_payload_size, check_payloads
-from ...base import Claim, EnqueuableJob
+from ...values import Claim, EnqueuableJob
 from ..rows import JOB_COLUMNS
 
 JOB_TABLE = JobRecord._meta.db_table
@@ -75,6 +77,7 @@ class Engine(ABC):
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
+        self._local_notifier: LocalNotifier | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(alias={self.alias!r})"
@@ -151,6 +154,12 @@ class Engine(ABC):
         the SQL condition ``where`` (on the job table, with ``params``) still matches when they
         are deleted; how many jobs went."""
 
+    # -- periodic work ------------------------------------------------------------------
+    @abstractmethod
+    def try_lock(self, name: str) -> AbstractContextManager[bool]:
+        """``Backend.try_lock``: whether the caller now holds the lock ``name``; never
+        waits, released at the block's end or when the holder's connection dies."""
+
     # -- clock and wake-ups --------------------------------------------------------------
     @property
     def now_sql(self) -> str:
@@ -173,6 +182,14 @@ class Engine(ABC):
     def clock_value(self, value: Any) -> datetime:
         """``value``, the database's answer to ``SELECT now_sql``, as an aware datetime."""
         return value
+
+    def notifier(self) -> Notifier:
+        """The notifier announcing the database's newly ready jobs and cancel requests; one
+        for this process only where the database has no notifications of its own."""
+        notifier = self._local_notifier
+        if notifier is None or notifier.stopped:  # a worker stops it when it shuts down
+            notifier = self._local_notifier = LocalNotifier()
+        return notifier
 
     def wait_for_jobs(self, executors: Collection[str], timeout: float) -> None:
         """Block up to ``timeout`` seconds, or until a job of ``executors`` may be ready;

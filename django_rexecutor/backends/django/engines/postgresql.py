@@ -1,19 +1,25 @@
 """The PostgreSQL engine: server-bound statements, ``COPY``, ``SKIP LOCKED`` claims, lock rows
-for uniqueness, one-statement deletes and LISTEN/NOTIFY wake-ups."""
+for uniqueness, one-statement deletes, advisory locks for periodic work and LISTEN/NOTIFY
+wake-ups."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from django.db import OperationalError
+from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
 from ....exceptions import UniquenessConflict
 from ....models import JobErrorRecord, UniquenessLockRecord
-from ...base import EnqueuableJob
+from ....notifiers.base import Notifier
+from ...values import EnqueuableJob
 from .base import INSERT_COLUMNS, JOB_TABLE, Engine, encoded_row
+
+logger = logging.getLogger("django_rexecutor.backends")
 
 INSERT_SQL = (
     f"INSERT INTO {JOB_TABLE} ({INSERT_COLUMNS})"
@@ -117,11 +123,40 @@ class PostgresEngine(Engine):
             )
             return int(cursor.fetchone()[0])
 
+    @contextlib.contextmanager
+    def try_lock(self, name: str) -> Iterator[bool]:
+        """A session advisory lock, released by the server if the connection dies."""
+        key = advisory_lock_key(name)
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            row = cursor.fetchone()
+        held = bool(row and row[0])
+        try:
+            yield held
+        finally:
+            if held:
+                try:
+                    with self.connection.cursor() as cursor:
+                        cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+                except DatabaseError:
+                    # The connection is gone, and the session lock went with it.
+                    logger.debug("Could not release the advisory lock %r", name, exc_info=True)
+
+    def notifier(self) -> Notifier:
+        """The alias's LISTEN connection (``notifiers.postgresql``), one per process."""
+        from ....notifiers.postgresql import get_notifier
+
+        return get_notifier(self.alias)
+
     def wait_for_jobs(self, executors: Collection[str], timeout: float) -> None:
         """Wait on LISTEN/NOTIFY up to ``timeout``."""
-        from ...notify import get_notifier
+        self.notifier().wait(executors, timeout)
 
-        get_notifier(self.alias).wait(executors, timeout)
+
+def advisory_lock_key(name: str) -> int:
+    """The advisory lock key of ``try_lock(name)``: a stable signed 64-bit int."""
+    digest = hashlib.blake2b(f"django_rexecutor.{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def server_bound_cursor(connection: Any) -> Any:

@@ -1,10 +1,12 @@
 """The SQLite engine. SQLite runs one writer at a time: a write statement takes the database's
 write lock until its transaction ends, which is what makes its claims, uniqueness checks and
-two-statement deletes safe without row locks."""
+two-statement deletes safe without row locks. It has no notifications between processes (the
+engine's notifier is the process-local one) and no locks to lead periodic work with."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +51,12 @@ class SQLiteEngine(Engine):
                 all_params,
             )
             return int(cursor.rowcount)
+
+    @contextmanager
+    def try_lock(self, name: str) -> Iterator[bool]:
+        # SQLite has no such lock and runs one writer at a time: every caller holds it, and
+        # the work it guards must be safe to run twice (the pruner's deletes are fenced).
+        yield True
 
     def clock_value(self, value: Any) -> datetime:
         # SQLite answers with text, converted as Django converts its datetime columns.
