@@ -2,10 +2,10 @@
 
 ``DjangoBackend`` combines the parts, each written once against Django's ORM and the
 ``Engine`` of the alias's database vendor (``engines/``): ``enqueue`` (inserts in the caller's
-transaction, uniqueness), ``claims`` (claims, fenced result writes, batched completion),
-``changes`` (cancel, rerun, update), ``reading`` (queries) and ``upkeep`` (pruning,
-heartbeats, rescue). What differs between databases is the engine's; nothing here asks which
-database it is."""
+transaction, uniqueness, a cron tick's job), ``claims`` (claims, fenced result writes, batched
+completion), ``changes`` (cancel, rerun, update), ``reading`` (queries) and ``upkeep``
+(pruning, cron tick records, locks, heartbeats, rescue). What differs between databases is the
+engine's; nothing here asks which database it is."""
 
 from __future__ import annotations
 

@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models import QuerySet
 
 from ...job import ErrorDetails
-from ...models import JobErrorRecord, JobRecord
+from ...models import JobErrorRecord, JobQuerySet, JobRecord
 from ...status import JobStatus
 from ...transitions import FINISH_FIELD
 from ..base import Backend
@@ -43,11 +44,11 @@ class DjangoBase(Backend):
         return str(connections[self.alias].vendor)
 
     @property
-    def jobs(self) -> Any:
+    def jobs(self) -> JobQuerySet:
         return JobRecord.objects.using(self.alias)
 
     @property
-    def errors(self) -> Any:
+    def errors(self) -> QuerySet[JobErrorRecord]:
         return JobErrorRecord.objects.using(self.alias)
 
     def _atomic(self) -> transaction.Atomic:

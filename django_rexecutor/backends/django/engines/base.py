@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import Now
 from django.db.models.sql import Query
 from django.utils import timezone
@@ -83,7 +84,7 @@ class Engine(ABC):
         return f"{type(self).__name__}(alias={self.alias!r})"
 
     @property
-    def connection(self) -> Any:
+    def connection(self) -> BaseDatabaseWrapper:
         """The calling thread's connection to the alias."""
         return connections[self.alias]
 
@@ -128,7 +129,7 @@ class Engine(ABC):
         # One statement, so autocommit makes it atomic without a BEGIN/COMMIT round trip.
         with self.hot_cursor() as cursor:
             cursor.execute(sql, params)
-            return list(cursor.fetchall())
+            return cursor.fetchall()
 
     def complete(self, claims: Sequence[Claim]) -> set[int]:
         """Mark the jobs of ``claims`` complete where each is still executing under its claim

@@ -61,5 +61,5 @@ class SQLiteEngine(Engine):
     def clock_value(self, value: Any) -> datetime:
         # SQLite answers with text, converted as Django converts its datetime columns.
         connection = self.connection
-        convert = connection.ops.convert_datetimefield_value
+        convert = connection.ops.convert_datetimefield_value  # type: ignore[attr-defined]
         return convert(value, None, connection)
