@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
-from ...models import CronTickRecord, JobErrorRecord, WorkerRecord
+from ...models import CronTickRecord, JobErrorRecord, JobQuerySet, WorkerRecord
 from ...status import TERMINAL_STATUSES, JobStatus
 from ...transitions import (
     FINISH_FIELD,
@@ -51,6 +51,7 @@ class Upkeep(DjangoBase):
         return max(0, int(qs.count()) - (rule.max_length or 0))
 
     def _rule_queryset(self, rule: PruneRule) -> Any:
+        # Any: the stubs cannot type the queryset's ``aged_at`` annotation.
         qs = self.jobs.filter(status=rule.status)
         if rule.only is not None:
             qs = qs.filter(executor__in=sorted(rule.only))
@@ -88,7 +89,7 @@ class Upkeep(DjangoBase):
                 return deleted
             deleted += removed
 
-    def delete_jobs(self, ids: Sequence[int], covered: Any) -> int:
+    def delete_jobs(self, ids: Sequence[int], covered: JobQuerySet) -> int:
         """Delete the jobs among ``ids`` that the queryset ``covered`` still matches, with
         their errors, in one short transaction; returns how many jobs went.
 
