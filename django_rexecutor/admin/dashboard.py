@@ -21,7 +21,7 @@ from ..backends.base import WorkerInfo
 from ..conf import rexecutor_settings
 from ..models import JobErrorRecord, JobRecord
 from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
-from .actions import admin_backend
+from .access import admin_backend
 from .badges import FAILED_COLOUR, PALETTE, badge
 from .changelist import EstimatedCountPaginator, estimated_rows
 

@@ -26,8 +26,8 @@ from ..decoding import Unreadable, read_datetime, read_json, read_tags
 from ..models import JobErrorRecord, JobRecord
 from ..status import READY_STATUSES, TERMINAL_STATUSES, JobStatus
 from . import dashboard
+from .access import admin_backend
 from .actions import (
-    admin_backend,
     cancel_reason,
     cancel_selected,
     log_history,
