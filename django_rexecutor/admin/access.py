@@ -3,15 +3,11 @@ actions and dashboard apply the same rules as the Python API."""
 
 from __future__ import annotations
 
-from ..backends import get_backend
-from ..backends.orm import DjangoBackend
+from ..backends import Backend, for_database
 
 
-def admin_backend(alias: str) -> DjangoBackend:
-    """The backend that owns the rows the admin shows: the configured one when it stores
-    jobs in the database (a ``DjangoBackend`` or a subclass), else a plain ``DjangoBackend``
-    (e.g. while tests install an in-memory backend)."""
-    backend = get_backend()
-    if isinstance(backend, DjangoBackend):
-        return backend.using(alias)
-    return DjangoBackend(alias)
+def admin_backend(alias: str) -> Backend:
+    """The backend that owns the rows the admin shows on database ``alias``: the configured
+    one when it keeps its jobs in Django's databases, else the built-in Django backend (e.g.
+    while tests install an in-memory backend)."""
+    return for_database(alias)

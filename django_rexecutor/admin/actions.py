@@ -13,8 +13,9 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from ..backends.base import BulkResult, SkipReason
+from ..backends.values import BulkResult
 from ..models import JobRecord
+from ..transitions import SkipReason
 from .access import admin_backend
 
 #: Admin wording of the backend's skip reasons.
