@@ -1,7 +1,8 @@
 """``ChangeConformance``: what an operator changes — ``update_job``, ``rerun_job``,
 ``cancel_job`` (a running job only gets a request) — the transitions each refuses
 (``InvalidTransition``), ``JobNotFound`` for missing ids in every operation, and the
-``executor=``-scoped forms refusing other executors' jobs."""
+``executor=``-scoped forms refusing other executors' jobs; and the bulk forms ``rerun_jobs`` and
+``cancel_jobs`` (mixed statuses, repeated and missing ids, requests for running jobs)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from ...backends.base import Backend, Claim
+from ...backends.base import Backend, Claim, SkipReason
 from ...exceptions import EncodeDecodeError, InvalidTransition, JobNotFound
 from ...job import Job
 from ...status import JobStatus
@@ -232,3 +233,112 @@ class ChangeConformance(ConformanceBase):
         assert backend.get_job(job_id) == before
         result = calls[operation](ALPHA)
         assert isinstance(result, Job) and result.id == job_id
+
+    # -- rerun_jobs and cancel_jobs: the bulk forms ------------------------------------------
+    def _one_job_in_each_status(self, backend: Backend) -> dict[JobStatus, int]:
+        """One job per status, reached through the backend's own operations (each brought to
+        its status before the next is enqueued, so the claims pick the intended job)."""
+        ids: dict[JobStatus, int] = {}
+        for status in (JobStatus.COMPLETE, JobStatus.DISCARDED, JobStatus.CANCELLED):
+            ids[status] = self.enqueue(backend)
+            self.finish(backend, ids[status], status)
+        ids[JobStatus.EXECUTING] = self.enqueue(backend)
+        self.claim_id(backend, ids[JobStatus.EXECUTING])
+        ids[JobStatus.RETRYABLE] = self.enqueue(backend)
+        self.fail_once(backend, ids[JobStatus.RETRYABLE])
+        ids[JobStatus.SCHEDULED] = self.enqueue(backend)
+        return ids
+
+    def test_rerun_jobs_reruns_finished_and_retryable_jobs_and_says_why_it_skipped_others(
+        self, backend: Backend
+    ) -> None:
+        ids = self._one_job_in_each_status(backend)
+        before = {status: backend.get_job(job_id) for status, job_id in ids.items()}
+        rerun = [JobStatus.DISCARDED, JobStatus.COMPLETE, JobStatus.RETRYABLE, JobStatus.CANCELLED]
+        request = [ids[JobStatus.SCHEDULED], ids[rerun[0]], MISSING_ID, ids[rerun[1]]]
+        request += [ids[JobStatus.EXECUTING], ids[rerun[2]], ids[rerun[3]], ids[rerun[1]]]
+        result = backend.rerun_jobs(request)
+        assert result.done == tuple(ids[s] for s in rerun), "in request order, a repeat once"
+        assert dict(result.skipped) == {
+            ids[JobStatus.SCHEDULED]: SkipReason.WAITING,
+            MISSING_ID: SkipReason.NOT_FOUND,
+            ids[JobStatus.EXECUTING]: SkipReason.RUNNING,
+        }
+        assert result.requested == ()
+        for status in rerun:
+            job, old = backend.get_job(ids[status]), before[status]
+            # None of them used more than one attempt: each is scheduled again, due now.
+            assert (job.status, job.attempt) == (JobStatus.SCHEDULED, old.attempt), status
+            assert job.max_attempts == old.max_attempts + 1, status
+            assert job.finished_at is None and not job.cancel_requested, status
+            assert job.errors == old.errors, "history is kept"
+            self.assert_recent(job.scheduled_at, within=5)
+        for status in (JobStatus.SCHEDULED, JobStatus.EXECUTING):
+            assert backend.get_job(ids[status]) == before[status], status
+
+    def test_cancel_jobs_cancels_waiting_jobs_requests_running_ones_and_skips_finished_ones(
+        self, backend: Backend
+    ) -> None:
+        ids = self._one_job_in_each_status(backend)
+        before = {status: backend.get_job(job_id) for status, job_id in ids.items()}
+        finished = [JobStatus.COMPLETE, JobStatus.DISCARDED, JobStatus.CANCELLED]
+        request = [ids[finished[0]], ids[JobStatus.EXECUTING], ids[JobStatus.SCHEDULED]]
+        request += [MISSING_ID, ids[JobStatus.RETRYABLE], ids[finished[1]]]
+        request += [ids[JobStatus.SCHEDULED], ids[finished[2]]]
+        result = backend.cancel_jobs(request, "operator said so")
+        running = ids[JobStatus.EXECUTING]
+        waiting = [JobStatus.SCHEDULED, JobStatus.RETRYABLE]
+        assert result.done == (running, *(ids[s] for s in waiting)), "in request order, once"
+        assert result.requested == (running,), "the running job only gets a request"
+        assert dict(result.skipped) == {
+            **{ids[s]: SkipReason.FINISHED for s in finished},
+            MISSING_ID: SkipReason.NOT_FOUND,
+        }
+        for status in waiting:
+            job = backend.get_job(ids[status])
+            assert job.status == JobStatus.CANCELLED, status
+            self.assert_recent(job.cancelled_at)
+            assert job.errors[:-1] == before[status].errors, "history is kept"
+            last = job.errors[-1]
+            assert (last.attempt, last.error_type, last.message) == (
+                before[status].attempt,
+                "cancelled",
+                "operator said so",
+            )
+        for status in finished:
+            assert backend.get_job(ids[status]) == before[status], status
+        requested = backend.get_job(running)
+        assert (requested.status, requested.errors) == (JobStatus.EXECUTING, [])
+        assert requested.cancel_requested
+        assert backend.cancel_requested([running]) == {running}
+        # Its attempt ends: the request wins over the result.
+        assert backend.mark_job_complete(running, claim=Claim.of(requested))
+        cancelled = backend.get_job(running)
+        assert cancelled.status == JobStatus.CANCELLED
+        assert [(e.attempt, e.error_type, e.message) for e in cancelled.errors] == [
+            (1, "cancelled", "operator said so")
+        ]
+
+    def test_bulk_operations_scoped_to_an_executor_find_no_other_executors_jobs(
+        self, backend: Backend
+    ) -> None:
+        finished = self.enqueue(backend, ALPHA)
+        self.finish(backend, finished, JobStatus.COMPLETE)
+        waiting = self.enqueue(backend, ALPHA)
+        before = {job_id: backend.get_job(job_id) for job_id in (finished, waiting)}
+        assert dict(backend.rerun_jobs([finished], executor=BETA).skipped) == {
+            finished: SkipReason.NOT_FOUND
+        }
+        assert dict(backend.cancel_jobs([waiting], "x", executor=BETA).skipped) == {
+            waiting: SkipReason.NOT_FOUND
+        }
+        assert {job_id: backend.get_job(job_id) for job_id in before} == before
+        assert backend.rerun_jobs([finished], executor=ALPHA).done == (finished,)
+        assert backend.cancel_jobs([waiting], "x", executor=ALPHA).done == (waiting,)
+
+    def test_bulk_operations_of_no_ids_change_nothing(self, backend: Backend) -> None:
+        job_id = self.enqueue(backend)
+        before = backend.get_job(job_id)
+        for result in (backend.rerun_jobs([]), backend.cancel_jobs([], "x")):
+            assert (result.done, dict(result.skipped), result.requested) == ((), {}, ())
+        assert backend.get_job(job_id) == before
