@@ -1,4 +1,4 @@
-"""LISTEN/NOTIFY wake-ups of ``DjangoBackend.wait_for_jobs`` (``backends.notify``)."""
+"""LISTEN/NOTIFY wake-ups of ``DjangoBackend.wait_for_jobs`` (``notifiers.postgresql``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from demo.jobs import Outcomes, RecordEffect
 from django_rexecutor import DjangoBackend
-from django_rexecutor.backends.notify import connection_kwargs, get_notifier
+from django_rexecutor.notifiers.postgresql import connection_kwargs, get_notifier
 
 
 def test_connection_kwargs_from_a_databases_entry() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError
 
 from ..backends.base import Backend
 from ..exceptions import BackendError
@@ -34,10 +34,4 @@ DB_ERRORS: tuple[type[Exception], ...] = (
 def drop_connection(backend: Backend) -> None:
     """Close the calling thread's connection of ``backend`` so the next query opens a new one
     (Django does not reconnect a broken connection by itself outside requests)."""
-    alias = getattr(backend, "alias", None)
-    if alias is None:
-        return
-    try:
-        connections[alias].close()
-    except Exception:
-        logger.debug("Closing a broken connection failed", exc_info=True)
+    backend.drop_connection()

@@ -332,12 +332,7 @@ class Worker:
         )  # fmt: skip
 
     def _notifier(self) -> Any:
-        alias = getattr(self.backend, "alias", None)
-        if alias is None:
-            return None
-        from ..backends.notify import get_notifier
-
-        return get_notifier(alias)
+        return self.backend.notifier()
 
     def _with_retry(self, operation: Any) -> Any:
         """Run a start-up database operation, retrying through connection loss."""
