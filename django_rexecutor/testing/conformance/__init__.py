@@ -21,8 +21,10 @@ other threads, so it needs committed rows: ``pytest.mark.django_db(transaction=T
 
 The suite holds all 26 backend cases of rexecutor (adapted where our rules are stricter: results
 are only written for a job that was claimed first) and one test per rexecutor bug we fix, plus
-our own additions (fencing, cancel requests, heartbeats and rescue, claiming). It only talks to
-the backend through the ``Backend`` interface, so it fits any storage.
+our own additions (fencing, cancel requests, heartbeats and rescue, claiming, bulk changes) and
+the operations cron, the pruner and the worker stand on (cron ticks, locks, prune counts, the
+notifier). It only talks to the backend through the ``Backend`` interface, so it fits any
+storage.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from __future__ import annotations
 from .base import ALPHA, BETA, MISSING_ID, PROMPTLY, ConformanceBase
 from .changes import ChangeConformance
 from .claims import ClaimConformance
+from .cron import CronConformance
 from .enqueue import EnqueueConformance
+from .locks import LockConformance
 from .notifications import NotificationConformance
 from .pruning import PruneConformance
 from .query import QueryConformance
@@ -46,7 +50,9 @@ __all__ = [
     "ChangeConformance",
     "ClaimConformance",
     "ConformanceBase",
+    "CronConformance",
     "EnqueueConformance",
+    "LockConformance",
     "NotificationConformance",
     "PruneConformance",
     "QueryConformance",
@@ -64,6 +70,8 @@ class BackendConformanceTests(
     PruneConformance,
     WorkerConformance,
     NotificationConformance,
+    CronConformance,
+    LockConformance,
 ):
     """Every part of the suite; a subclass named ``Test…`` implements ``make_backend`` and
     ``delete_behind_the_backend``."""
