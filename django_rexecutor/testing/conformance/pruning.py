@@ -1,6 +1,7 @@
 """``PruneConformance``: ``prune_jobs`` — rules by age (from the finish time) and by length
 (keeping the newest by finish time), for all executors, ``only`` and ``except``, in small
-batches, and never a job that was rerun and claimed meanwhile."""
+batches, and never a job that was rerun and claimed meanwhile; and ``count_prunable``, which
+must announce exactly what ``prune_jobs`` then deletes."""
 
 from __future__ import annotations
 
@@ -140,3 +141,53 @@ class PruneConformance(ConformanceBase):
             stop.set()
             runner.join()
         assert lost == [], f"jobs deleted while running: {lost}"
+
+    # -- count_prunable --------------------------------------------------------------------
+    @pytest.mark.parametrize(
+        ("only", "except_", "covered"),
+        [
+            (None, None, (ALPHA, BETA)),
+            (frozenset({ALPHA}), None, (ALPHA,)),
+            (None, frozenset({ALPHA}), (BETA,)),
+        ],
+        ids=["all-executors", "only", "except"],
+    )
+    def test_count_prunable_is_what_prune_jobs_then_deletes(
+        self,
+        backend: Backend,
+        only: frozenset[str] | None,
+        except_: frozenset[str] | None,
+        covered: tuple[str, ...],
+    ) -> None:
+        old = timezone.now() - timedelta(days=2)
+        for name in (ALPHA, BETA):
+            for n in range(3):
+                self.finish(backend, self.enqueue(backend, name, data={"n": n}), JobStatus.COMPLETE)
+                time.sleep(0.002)  # distinct finish times
+            self.enqueue(backend, name, scheduled_at=old)
+            self.enqueue(backend, name)
+
+        def rule(
+            status: JobStatus, *, max_age: timedelta | None = None, max_length: int | None = None
+        ) -> PruneRule:
+            return PruneRule(status, max_age, max_length, only=only, except_=except_)
+
+        # Each rule with what it deletes: all but the newest complete job; the stale scheduled
+        # jobs; then the complete job left; nothing of a status no job has.
+        expected = [
+            (rule(JobStatus.COMPLETE, max_length=1), 3 * len(covered) - 1),
+            (rule(JobStatus.SCHEDULED, max_age=timedelta(days=1)), len(covered)),
+            (rule(JobStatus.COMPLETE, max_age=timedelta(0)), 1),
+            (rule(JobStatus.DISCARDED, max_length=0), 0),
+        ]
+        for prune_rule, count in expected:
+            before = {j.id for j in backend.query(And(()))}
+            assert backend.count_prunable(prune_rule) == count, prune_rule
+            assert {j.id for j in backend.query(And(()))} == before, "counting deletes nothing"
+            assert backend.prune_jobs(PruneSpec((prune_rule,), batch_size=2)) == count
+            after = {j.id for j in backend.query(And(()))}
+            assert len(before - after) == count and after <= before
+            assert backend.count_prunable(prune_rule) == 0, "nothing left to prune"
+        left = [(j.executor, j.status) for j in backend.query(And(()))]
+        assert left.count((ALPHA, JobStatus.SCHEDULED)) >= 1, "a fresh job is never pruned"
+        assert left.count((BETA, JobStatus.SCHEDULED)) >= 1, "a fresh job is never pruned"
