@@ -1,6 +1,8 @@
 """``NotificationConformance``: ``subscribe_ready_jobs`` and the ``wait_for_jobs`` under it —
 only its executor's jobs, woken at once by an enqueue, due jobs in priority order and a future
-one when due, never one job to two subscribers.
+one when due, never one job to two subscribers — and ``backend.notifier()``: an enqueue wakes
+its waiters and subscribers, ``wait`` times out when nothing is announced, ``notify`` wakes
+waiters and calls subscribers until they unsubscribe.
 
 Whether an enqueue must wake a waiter by itself is the switch ``enqueue_wakes_waiters``
 (default: ``backend.supports_notifications``); otherwise polling is the guarantee."""
@@ -9,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import Future
 from datetime import timedelta
 
 from django.utils import timezone
 
 from ...backends.base import Backend
 from ...job import Job
+from ...notifiers.base import CANCEL_CHANNEL, JOBS_CHANNEL, Notifier
 from ...status import JobStatus
 from .base import ALPHA, BETA, PROMPTLY, ConformanceBase
 
@@ -145,3 +149,95 @@ class NotificationConformance(ConformanceBase):
         for worker, job_ids in got.items():
             for job_id in job_ids:
                 assert backend.get_job(job_id).claimed_by == worker
+
+    # -- backend.notifier() ------------------------------------------------------------------
+    def enqueues_wake(self, backend: Backend) -> bool:
+        """Whether an enqueue must wake the waiters of ``backend.notifier()``: always for a
+        notifier that hears other processes, otherwise when the backend says so."""
+        wakes = self.enqueue_wakes_waiters
+        if wakes is None:
+            wakes = backend.supports_notifications
+        return wakes or backend.notifier().cross_process
+
+    def listening_notifier(self, backend: Backend) -> Notifier:
+        notifier = backend.notifier()
+        assert notifier.start(wait=5.0), "the notifier listens within 5 s"
+        assert notifier.listening and not notifier.stopped
+        return notifier
+
+    def timed_wait(
+        self, notifier: Notifier, executors: list[str], timeout: float
+    ) -> Future[tuple[bool, float]]:
+        """Start ``notifier.wait`` on another thread; the future gives (woken, seconds)."""
+
+        def wait() -> tuple[bool, float]:
+            started = time.monotonic()
+            woken = notifier.wait(executors, timeout)
+            return woken, time.monotonic() - started
+
+        pool = self.thread_pool(1)
+        try:
+            return pool.submit(wait)
+        finally:
+            pool.shutdown(wait=False)  # the wait goes on; its thread ends with it
+
+    def test_an_enqueue_wakes_the_notifiers_waiters_and_subscribers(self, backend: Backend) -> None:
+        notifier = self.listening_notifier(backend)
+        promised = self.enqueues_wake(backend)
+        heard: list[tuple[str, str]] = []
+
+        def hear(channel: str, payload: str) -> None:
+            if channel == JOBS_CHANNEL:
+                heard.append((channel, payload))
+
+        notifier.subscribe(hear)
+        try:
+            # A waiter for another executor is not woken; polling is its guarantee.
+            other = self.timed_wait(notifier, [BETA], 0.8)
+            waiter = self.timed_wait(notifier, [ALPHA], 10.0 if promised else 0.8)
+            time.sleep(0.4)  # both are waiting now
+            self.enqueue(backend, ALPHA)
+            woken, took = waiter.result(timeout=15)
+            if promised:
+                assert woken is True, "the enqueue did not wake the waiter"
+                assert took < 0.4 + PROMPTLY, f"the waiter woke {took:.2f}s after it started"
+                deadline = time.monotonic() + PROMPTLY
+                while (JOBS_CHANNEL, ALPHA) not in heard and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert (JOBS_CHANNEL, ALPHA) in heard, "the subscriber heard no enqueue"
+            else:
+                assert took < 0.8 + PROMPTLY, "wait() returns by its timeout"
+            assert other.result(timeout=15)[0] is False, "a waiter of another executor woke"
+        finally:
+            notifier.unsubscribe(hear)
+
+    def test_a_notifier_wait_times_out_when_nothing_is_announced(self, backend: Backend) -> None:
+        notifier = self.listening_notifier(backend)
+        woken, took = self.timed_wait(notifier, ["conformance_quiet"], 0.3).result(timeout=15)
+        assert woken is False
+        assert 0.25 <= took < 0.3 + PROMPTLY, f"wait(timeout=0.3) took {took:.2f}s"
+
+    def test_notify_wakes_the_waiters_and_calls_the_subscribers_until_they_unsubscribe(
+        self, backend: Backend
+    ) -> None:
+        notifier = self.listening_notifier(backend)
+        heard: list[tuple[str, str]] = []
+
+        def hear(channel: str, payload: str) -> None:
+            if (channel, payload) in ((JOBS_CHANNEL, "conformance_told"), (CANCEL_CHANNEL, "42")):
+                heard.append((channel, payload))
+
+        notifier.subscribe(hear)
+        try:
+            waiter = self.timed_wait(notifier, ["conformance_told"], 10.0)
+            time.sleep(0.4)
+            notifier.notify(JOBS_CHANNEL, "conformance_told")
+            woken, took = waiter.result(timeout=15)
+            assert woken is True and took < 0.4 + PROMPTLY, (woken, took)
+            notifier.notify(CANCEL_CHANNEL, "42")
+            assert heard == [(JOBS_CHANNEL, "conformance_told"), (CANCEL_CHANNEL, "42")]
+        finally:
+            notifier.unsubscribe(hear)
+        notifier.notify(JOBS_CHANNEL, "conformance_told")
+        assert len(heard) == 2, "an unsubscribed callback was called"
+        notifier.unsubscribe(hear)  # unsubscribing twice is harmless
