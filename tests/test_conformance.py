@@ -12,7 +12,8 @@ from django_rexecutor import InMemoryBackend
 from django_rexecutor.backends.base import Backend
 from django_rexecutor.backends.orm import DjangoBackend
 from django_rexecutor.models import JobRecord
-from django_rexecutor.testing import BackendConformanceTests
+from django_rexecutor.testing import BackendConformanceTests, conformance
+from django_rexecutor.testing.conformance import ConformanceBase
 
 
 class TestInMemoryBackend(BackendConformanceTests):
@@ -53,3 +54,20 @@ class TestDjangoBackend(BackendConformanceTests):
         from django_rexecutor.notifiers.postgresql import stop_notifiers
 
         stop_notifiers()
+
+
+def test_each_part_of_the_suite_can_be_adopted_alone() -> None:
+    """A backend that implements part of the contract runs the matching mixins on their own;
+    together they are the whole suite."""
+    parts = [getattr(conformance, n) for n in conformance.__all__ if n.endswith("Conformance")]
+    assert set(BackendConformanceTests.__bases__) == set(parts)
+    for part in parts:
+        assert issubclass(part, ConformanceBase) and part.__bases__ == (ConformanceBase,)
+        assert any(name.startswith("test_") for name in vars(part)), part
+
+    class OnlyQueries(conformance.QueryConformance):
+        def make_backend(self) -> Backend:
+            return InMemoryBackend()
+
+    suite = OnlyQueries()
+    suite.test_id_in_with_several_ids(suite.make_backend())
