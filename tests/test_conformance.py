@@ -48,8 +48,9 @@ class TestDjangoBackend(BackendConformanceTests):
     @pytest.fixture(autouse=True, scope="class")
     @classmethod
     def _stop_listener(cls) -> Iterator[None]:
-        """On PostgreSQL the wake-up test starts the process-wide LISTEN connection; close it
-        afterwards, or the test database cannot be dropped at the end of the run."""
+        """On PostgreSQL the wake-up and notifier tests start the process-wide LISTEN
+        connection; close it afterwards, or the test database cannot be dropped at the end of
+        the run."""
         yield
         from django_rexecutor.notifiers.postgresql import stop_notifiers
 
