@@ -1,10 +1,11 @@
-"""Database errors the worker survives, and how it recovers from them."""
+"""Database errors the worker survives, and the connection care around jobs and after errors."""
 
 from __future__ import annotations
 
 import logging
 
-from django.db import InterfaceError, OperationalError, connections
+from asgiref.sync import sync_to_async
+from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from ..backends.base import Backend
 from ..exceptions import BackendError
@@ -41,3 +42,19 @@ def drop_connection(backend: Backend) -> None:
         connections[alias].close()
     except Exception:
         logger.debug("Closing a broken connection failed", exc_info=True)
+
+
+def tidy_connections(backend: Backend) -> None:
+    """``close_old_connections()`` for the calling thread, as Django does around a request:
+    closes a connection past its ``CONN_MAX_AGE`` or broken by an earlier error, so the next
+    query reconnects. Called around every attempt; a failure here is not the job's."""
+    try:
+        close_old_connections()
+    except Exception:
+        logger.debug("Closing old database connections failed", exc_info=True)
+
+
+async def atidy_connections(backend: Backend) -> None:
+    """``tidy_connections`` in the thread where Django's async ORM runs its queries (the one
+    ``sync_to_async`` uses for thread-sensitive calls), whose connection nothing else tidies."""
+    await sync_to_async(tidy_connections)(backend)
