@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .status import JobStatus
+from .status import ERROR_TYPE_MAX_LENGTH, JobStatus
 
 
 class JobId(int):
@@ -44,6 +44,50 @@ class JobError:
     message: str
     traceback: str
     recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class ErrorDetails:
+    """An error to record in a job's history; the backend adds the attempt and the time.
+
+    The values are made storable on creation, so that no backend can fail to write them:
+    NUL characters (which PostgreSQL text cannot hold) and lone surrogates (which no database
+    can encode) become visible escapes, a non-string becomes its ``str()``, and an
+    ``error_type`` longer than its column is cut to ``ERROR_TYPE_MAX_LENGTH`` characters,
+    ending with ``…``."""
+
+    error_type: str
+    message: str
+    traceback: str = ""
+
+    def __post_init__(self) -> None:
+        error_type = storable_text(self.error_type)
+        if len(error_type) > ERROR_TYPE_MAX_LENGTH:
+            error_type = error_type[: ERROR_TYPE_MAX_LENGTH - len(TRUNCATED)] + TRUNCATED
+        object.__setattr__(self, "error_type", error_type)
+        object.__setattr__(self, "message", storable_text(self.message))
+        object.__setattr__(self, "traceback", storable_text(self.traceback))
+
+
+#: Ends an ``error_type`` that was cut to fit its column.
+TRUNCATED = "…"
+
+
+def storable_text(value: object) -> str:
+    """``value`` as text every backend can store (see ``ErrorDetails``); never raises."""
+    try:
+        # A str subclass (e.g. a choices member) becomes a plain str too.
+        text = value if type(value) is str else str(value)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error
+        text = f"<{type(value).__name__} object: str() failed>"
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 @dataclass(eq=False)
@@ -85,6 +129,9 @@ class Job:
 
     @property
     def finished_at(self) -> datetime | None:
+        """When the job reached its final status: the first set of
+        ``transitions.FINISHED_AT_FIELDS`` (the database backend's ``Coalesce`` reads the
+        same fields in the same order)."""
         return self.completed_at or self.cancelled_at or self.discarded_at
 
     @property

@@ -13,11 +13,21 @@ from django.utils.translation import gettext_lazy as _
 
 from .encoding import CanonicalJSONEncoder
 from .fields import TagsField
-from .status import ERROR_TYPE_MAX_LENGTH, READY_STATUSES, JobStatus
+from .notifiers.base import CANCEL_CHANNEL, JOBS_CHANNEL
+from .status import ERROR_TYPE_MAX_LENGTH, READY_STATUSES, TERMINAL_STATUSES, JobStatus
+from .transitions import CANCELLABLE, FINISHED_AT_FIELDS, RERUNNABLE, UPDATABLE
 
-#: NOTIFY channels; the suffix is bumped if the payload format ever changes.
-JOBS_CHANNEL = "rexecutor_jobs_v1"
-CANCEL_CHANNEL = "rexecutor_cancel_v1"
+#: ``JobRecord``'s timestamp and JSON columns (the raw reads cast and decode them per row).
+TIMESTAMP_FIELDS = (
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "cancelled_at",
+    "discarded_at",
+    "cancel_requested_at",
+)
+JSON_FIELDS = ("data", "metadata", "tags", "result")
 
 _READY_SQL = ", ".join(f"'{s.value}'" for s in sorted(READY_STATUSES))
 
@@ -36,6 +46,8 @@ _NOTIFY_CANCEL = f"""
 
 
 class JobQuerySet(models.QuerySet["JobRecord"]):
+    """Jobs by state, with the statuses of ``status`` and the rules of ``transitions``."""
+
     def ready(self) -> JobQuerySet:
         return self.filter(status__in=READY_STATUSES, scheduled_at__lte=timezone.now())
 
@@ -46,9 +58,16 @@ class JobQuerySet(models.QuerySet["JobRecord"]):
         return self.filter(status=JobStatus.EXECUTING)
 
     def finished(self) -> JobQuerySet:
-        return self.filter(
-            status__in=[JobStatus.COMPLETE, JobStatus.CANCELLED, JobStatus.DISCARDED]
-        )
+        return self.filter(status__in=sorted(TERMINAL_STATUSES))
+
+    def rerunnable(self) -> JobQuerySet:
+        return self.filter(status__in=sorted(RERUNNABLE))
+
+    def cancellable(self) -> JobQuerySet:
+        return self.filter(status__in=sorted(CANCELLABLE))
+
+    def updatable(self) -> JobQuerySet:
+        return self.filter(status__in=sorted(UPDATABLE))
 
 
 class JobRecord(models.Model):
@@ -155,7 +174,11 @@ class JobRecord(models.Model):
 
     @property
     def finished_at(self):  # type: ignore[no-untyped-def]
-        return self.completed_at or self.cancelled_at or self.discarded_at
+        """The first set of ``transitions.FINISHED_AT_FIELDS``, as ``Job.finished_at``."""
+        return next(
+            (at for at in (getattr(self, f) for f in FINISHED_AT_FIELDS) if at is not None),
+            None,
+        )
 
 
 class JobErrorRecord(models.Model):

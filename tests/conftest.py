@@ -54,7 +54,7 @@ def _close_listeners(django_db_setup: None) -> Iterator[None]:
     that waited for jobs on PostgreSQL opened one; PostgreSQL refuses to drop a database with
     open connections)."""
     yield
-    from django_rexecutor.backends.notify import stop_notifiers
+    from django_rexecutor.notifiers.postgresql import stop_notifiers
 
     stop_notifiers()
 

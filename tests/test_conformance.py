@@ -43,6 +43,6 @@ class TestDjangoBackend(BackendConformanceTests):
         """On PostgreSQL the wake-up test starts the process-wide LISTEN connection; close it
         afterwards, or the test database cannot be dropped at the end of the run."""
         yield
-        from django_rexecutor.backends.notify import stop_notifiers
+        from django_rexecutor.notifiers.postgresql import stop_notifiers
 
         stop_notifiers()

@@ -19,10 +19,10 @@ from django.utils import timezone
 
 from django_rexecutor.backends.base import Claim, PruneRule
 from django_rexecutor.backends.memory import InMemoryBackend
-from django_rexecutor.backends.orm import DjangoBackend
+from django_rexecutor.backends.orm import DjangoBackend, advisory_lock_key
 from django_rexecutor.exceptions import ConfigurationError
 from django_rexecutor.models import JobErrorRecord, JobRecord
-from django_rexecutor.plugins.pruner import LOCK_KEY, Pruner, check_pruner
+from django_rexecutor.plugins.pruner import LOCK_NAME, Pruner, check_pruner
 from django_rexecutor.query import Where
 from django_rexecutor.status import JobStatus
 from tests.cron_testapp import jobs as cron_jobs
@@ -290,13 +290,15 @@ def test_one_worker_at_a_time_prunes() -> None:
     )
     try:
         # Another worker is pruning: this one skips its run.
-        other.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+        other.execute("SELECT pg_advisory_lock(%s)", [advisory_lock_key(LOCK_NAME)])
         assert plugin.run_once() is None
         assert old in remaining()
-        other.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+        other.execute("SELECT pg_advisory_unlock(%s)", [advisory_lock_key(LOCK_NAME)])
         assert plugin.run_once() == [(plugin.spec.rules[0], 1)]
         # The run released the lock, so the other session can take it again.
-        row = other.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()
+        row = other.execute(
+            "SELECT pg_try_advisory_lock(%s)", [advisory_lock_key(LOCK_NAME)]
+        ).fetchone()
         assert row == (True,)
     finally:
         other.close()

@@ -1,5 +1,5 @@
-"""LISTEN/NOTIFY wake-ups of ``DjangoBackend.wait_for_jobs`` (``backends.notify``), and of an idle
-worker subscribed to the listener."""
+"""LISTEN/NOTIFY wake-ups of ``DjangoBackend.wait_for_jobs`` (``notifiers.postgresql``), and of
+an idle worker subscribed to the listener."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from demo.jobs import Outcomes, RecordEffect
 from django_rexecutor import DjangoBackend, JobStatus
-from django_rexecutor.backends.notify import connection_kwargs, get_notifier
+from django_rexecutor.notifiers.postgresql import connection_kwargs, get_notifier
 from tests.worker_support import InProcessWorker, status_of, wait_until
 
 

@@ -20,10 +20,9 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from ..backends.sql import JSON_FIELDS, TIMESTAMPS
 from ..conf import rexecutor_settings
 from ..decoding import Unreadable, read_datetime, read_json, read_tags
-from ..models import JobErrorRecord, JobRecord
+from ..models import JSON_FIELDS, TIMESTAMP_FIELDS, JobErrorRecord, JobRecord
 from ..status import READY_STATUSES, TERMINAL_STATUSES, JobStatus
 from . import dashboard
 from .actions import (
@@ -100,10 +99,10 @@ class JobErrorInline(admin.TabularInline):
 #: The detail page's sections (all read-only).
 _SUMMARY = ("id", "executor", "status_badge", "attempts", "priority", "tag_list")
 _PAYLOAD = ("data_json", "metadata_json", "result_json")
-_TIMES = (*(f"{name}_shown" for name in TIMESTAMPS), "cancel_reason")
+_TIMES = (*(f"{name}_shown" for name in TIMESTAMP_FIELDS), "cancel_reason")
 #: Columns a row written by hand may hold unreadable values in: loaded as text and decoded
 #: one by one (``decoding``), so such a row shows its problem instead of failing the page.
-_STORED = (*TIMESTAMPS, *JSON_FIELDS)
+_STORED = (*TIMESTAMP_FIELDS, *JSON_FIELDS)
 _INTERNALS = ("claimed_by", "unique_key")
 
 

@@ -46,6 +46,19 @@ def _load(path: str) -> Backend:
     return cls()
 
 
+def for_database(alias: str) -> Backend:
+    """The backend owning the job rows of Django database ``alias`` (what the admin shows and
+    changes): the configured backend bound to ``alias`` when it keeps its jobs in Django's
+    databases, else the built-in Django backend on ``alias`` (e.g. while a test installs an
+    in-memory backend)."""
+    backend = get_backend()
+    if backend.database is not None:
+        return backend.using(alias)
+    from .orm import DjangoBackend
+
+    return DjangoBackend(alias)
+
+
 def resolve_backend(backend: Backend | None = None, using: str | None = None) -> Backend:
     """``backend`` if given (bound to ``using``), else the configured one."""
     if backend is None:
@@ -70,4 +83,4 @@ def _reset(**kwargs: object) -> None:
 
 setting_changed.connect(_reset)
 
-__all__ = ["Backend", "get_backend", "resolve_backend", "use_backend"]
+__all__ = ["Backend", "for_database", "get_backend", "resolve_backend", "use_backend"]

@@ -6,6 +6,10 @@ requests, heartbeats and rescue. Every operation is synchronous; each has an ``a
 async twin that runs it in a worker thread. A third-party backend subclasses ``Backend`` and
 proves itself with ``django_rexecutor.testing.BackendConformanceTests``.
 
+The values it passes are in ``values``, the transition rules in ``django_rexecutor.transitions``;
+this module is the one class of the contract, documented operation by operation, which is why
+it is longer than most.
+
 State-change rules every backend enforces (see SPEC §4):
 
 * result writes (``mark_job_*``) apply only to a job that is ``executing``; with a ``claim`` they
@@ -21,193 +25,77 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 
-from ..job import Job, JobId
+from ..job import TRUNCATED, ErrorDetails, Job, JobId, storable_text
 from ..query import Query
-from ..status import ERROR_TYPE_MAX_LENGTH, TERMINAL_STATUSES, JobStatus
-from ..uniqueness import UniquenessCriteria
-
-
-@dataclass(frozen=True)
-class EnqueuableJob:
-    """Everything needed to insert a job; built and validated by ``JobBuilder``."""
-
-    executor: str
-    data: Any
-    metadata: Any
-    max_attempts: int
-    scheduled_at: datetime
-    tags: tuple[str, ...] = ()
-    priority: int = 0
-    uniqueness: UniquenessCriteria | None = None
-
-    @property
-    def unique_key(self) -> str | None:
-        """The stable hash stored with the job when its uniqueness rule has a key."""
-        rule = self.uniqueness
-        return rule.key_hash if rule is not None and not rule.disabled else None
-
-
-@dataclass(frozen=True)
-class ErrorDetails:
-    """An error to record in a job's history; the backend adds the attempt and the time.
-
-    The values are made storable on creation, so that no backend can fail to write them:
-    NUL characters (which PostgreSQL text cannot hold) and lone surrogates (which no database
-    can encode) become visible escapes, a non-string becomes its ``str()``, and an
-    ``error_type`` longer than its column is cut to ``ERROR_TYPE_MAX_LENGTH`` characters,
-    ending with ``…``."""
-
-    error_type: str
-    message: str
-    traceback: str = ""
-
-    def __post_init__(self) -> None:
-        error_type = storable_text(self.error_type)
-        if len(error_type) > ERROR_TYPE_MAX_LENGTH:
-            error_type = error_type[: ERROR_TYPE_MAX_LENGTH - len(TRUNCATED)] + TRUNCATED
-        object.__setattr__(self, "error_type", error_type)
-        object.__setattr__(self, "message", storable_text(self.message))
-        object.__setattr__(self, "traceback", storable_text(self.traceback))
-
-
-#: Ends an ``error_type`` that was cut to fit its column.
-TRUNCATED = "…"
-
-
-def storable_text(value: object) -> str:
-    """``value`` as text every backend can store (see ``ErrorDetails``); never raises."""
-    try:
-        # A str subclass (e.g. a choices member) becomes a plain str too.
-        text = value if type(value) is str else str(value)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error
-        text = f"<{type(value).__name__} object: str() failed>"
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
-
-
-@dataclass(frozen=True)
-class Claim:
-    """Proof that a worker owns one attempt of a job: the fence for its result writes."""
-
-    job_id: int
-    attempt: int
-    worker_id: str
-
-    @classmethod
-    def of(cls, job: Job) -> Claim:
-        if job.claimed_by is None:
-            raise ValueError(f"Job {job.id} is not claimed by a worker.")
-        return cls(job.id, job.attempt, job.claimed_by)
-
-
-#: The statuses a prune rule may name: never ``executing``, whose job a worker is running.
-PRUNABLE_STATUSES: frozenset[JobStatus] = frozenset(
-    {*TERMINAL_STATUSES, JobStatus.SCHEDULED, JobStatus.RETRYABLE}
+from ..status import JobStatus
+from ..transitions import (
+    SkipReason,
+    orphaned_error,
+    rerun_status,
+    skip_reason,
+    snoozed_status,
+)
+from .values import (
+    PRUNABLE_STATUSES,
+    BulkResult,
+    Claim,
+    EnqueuableJob,
+    PruneRule,
+    PruneSpec,
+    WorkerInfo,
 )
 
+if TYPE_CHECKING:
+    from ..notifiers.base import Notifier
 
-@dataclass(frozen=True)
-class PruneRule:
-    """Delete jobs in ``status``: older than ``max_age`` (terminal jobs by the time they
-    finished, others by ``scheduled_at``), or all but the newest ``max_length``; for every
-    executor, ``only`` some, or all ``except_`` some. Never running jobs."""
-
-    status: JobStatus
-    max_age: timedelta | None = None
-    max_length: int | None = None
-    only: frozenset[str] | None = None
-    except_: frozenset[str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.status not in PRUNABLE_STATUSES:
-            raise ValueError(
-                f"Running jobs are never pruned; got a rule for {self.status.value!r}."
-            )
-        if (self.max_age is None) == (self.max_length is None):
-            raise ValueError("A prune rule needs exactly one of max_age and max_length.")
-        if self.max_length is not None and self.max_length < 0:
-            raise ValueError(f"max_length must be >= 0, got {self.max_length}.")
-        if self.only is not None and self.except_ is not None:
-            raise ValueError("A prune rule takes `only` or `except`, not both.")
-
-    def covers_executor(self, executor: str) -> bool:
-        if self.only is not None:
-            return executor in self.only
-        if self.except_ is not None:
-            return executor not in self.except_
-        return True
-
-
-@dataclass(frozen=True)
-class PruneSpec:
-    rules: tuple[PruneRule, ...]
-    batch_size: int = 10_000
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """A live worker as recorded by its heartbeats."""
-
-    worker_id: str
-    hostname: str
-    pid: int
-    executors: list[str]
-    concurrency: int
-    started_at: datetime
-    heartbeat_at: datetime
-    running: list[int] = field(default_factory=list)
-
-
-class SkipReason:
-    """Why a bulk rerun or cancel left a job alone (stable strings; the admin translates them)."""
-
-    RUNNING = "already running"
-    WAITING = "already waiting"
-    FINISHED = "already finished"
-    NOT_FOUND = "not found"
-
-
-@dataclass(frozen=True)
-class BulkResult:
-    """What a bulk rerun or cancel did. ``done`` holds the ids changed, in request order;
-    ``requested`` the ids among them that were running, so they only got a cancel request and
-    become cancelled when their attempt ends; ``skipped`` maps every other id to a
-    ``SkipReason``."""
-
-    done: tuple[int, ...] = ()
-    skipped: Mapping[int, str] = field(default_factory=dict)
-    requested: tuple[int, ...] = ()
-
-
-def skip_reason(status: str) -> str:
-    """The ``SkipReason`` for a job that an ``InvalidTransition`` reported in ``status``."""
-    if status == JobStatus.EXECUTING:
-        return SkipReason.RUNNING
-    if status in (JobStatus.COMPLETE, JobStatus.CANCELLED, JobStatus.DISCARDED):
-        return SkipReason.FINISHED
-    return SkipReason.WAITING
+#: Names this module defined before the values and the transition rules got their own
+#: modules; they stay importable from here.
+__all__ = [
+    "PRUNABLE_STATUSES",
+    "TRUNCATED",
+    "Backend",
+    "BulkResult",
+    "Claim",
+    "EnqueuableJob",
+    "ErrorDetails",
+    "PruneRule",
+    "PruneSpec",
+    "SkipReason",
+    "WorkerInfo",
+    "orphaned_error",
+    "rerun_status",
+    "skip_reason",
+    "snoozed_status",
+    "storable_text",
+]
 
 
 class Backend(ABC):
     """Where jobs live and how they are claimed."""
 
-    #: Enqueue joins the caller's open database transaction.
-    supports_transactions: bool = False
     #: ``wait_for_jobs`` is woken by enqueues from other processes (e.g. LISTEN/NOTIFY).
     supports_notifications: bool = False
+    #: The Django database alias holding this backend's jobs in the package's models (what
+    #: the admin shows), or ``None`` for a store outside Django's databases.
+    database: str | None = None
+
+    @property
+    def store(self) -> str:
+        """Where the jobs live, for banners and logs (e.g. ``default (postgresql)``)."""
+        return type(self).__name__
 
     def using(self, alias: str) -> Backend:
         """The same backend bound to another database alias (database backends only)."""
@@ -403,6 +291,55 @@ class Backend(ABC):
     def prune_jobs(self, spec: PruneSpec) -> int:
         """Delete jobs (with their errors) as the rules say; returns how many."""
 
+    @abstractmethod
+    def count_prunable(self, rule: PruneRule) -> int:
+        """How many jobs ``rule`` would delete now (``prune_jobs`` with that rule alone),
+        deleting nothing."""
+
+    # -- periodic work: cron ticks and leadership ------------------------------------------
+    @abstractmethod
+    def enqueue_cron_job(self, name: str, tick_at: datetime, job: EnqueuableJob) -> JobId | None:
+        """Enqueue ``job`` as the one job of cron entry ``name``'s tick at ``tick_at``, and
+        record the tick in the same atomic step; ``None`` (nothing enqueued) if any scheduler
+        sharing this store took that tick already. Every worker may run a scheduler: this is
+        what makes each tick yield exactly one job."""
+
+    @abstractmethod
+    def prune_cron_ticks(self, before: datetime) -> int:
+        """Forget the ticks recorded earlier than ``before``; returns how many."""
+
+    @abstractmethod
+    def try_lock(self, name: str) -> contextlib.AbstractContextManager[bool]:
+        """A context manager: whether the caller now holds the lock ``name`` (``True``) or
+        someone else does (``False``), for periodic work one process at a time should do
+        (the pruner). Never waits. The lock is released when the block ends, or when its
+        holder's process or connection dies."""
+
+    # -- notifications and connections -----------------------------------------------------
+    def notifier(self) -> Notifier:
+        """The notifier that announces this store's newly ready jobs and cancel requests
+        (see ``django_rexecutor.notifiers``). The default hears nothing from other processes:
+        waiters are woken by their timeout, so polling is the guarantee."""
+        notifier = self.__dict__.get("_local_notifier")
+        if notifier is None or notifier.stopped:  # a worker stops it when it shuts down
+            from ..notifiers.local import LocalNotifier
+
+            notifier = self.__dict__["_local_notifier"] = LocalNotifier()
+        return notifier
+
+    def tidy_connections(self) -> None:
+        """Called in a thread around every job it runs, as Django does around a request:
+        closes this thread's database connections that are past their ``CONN_MAX_AGE`` or
+        broken, so the job's queries and ours reconnect. A failure here is not the job's."""
+        from django.db import close_old_connections
+
+        close_old_connections()
+
+    def drop_connection(self) -> None:
+        """After a connection error: close the calling thread's connection to the store, so
+        the next operation opens a new one. The default has nothing to close."""
+        return None
+
     # -- workers: clock, heartbeats, rescue, cancel requests -----------------------------------
     def current_time(self) -> datetime:
         """The backend's clock (aware): the one its own timestamps, heartbeats and rescue use.
@@ -504,22 +441,3 @@ class Backend(ABC):
 
     async def aprune_jobs(self, spec: PruneSpec) -> int:
         return await sync_to_async(self.prune_jobs)(spec)
-
-
-def orphaned_error(worker_id: str | None, attempt: int) -> ErrorDetails:
-    """The error a rescue records on a job whose worker went silent."""
-    from ..status import ErrorType
-
-    return ErrorDetails(
-        ErrorType.ORPHANED,
-        f"worker {worker_id or '?'} stopped sending heartbeats while running attempt {attempt}",
-    )
-
-
-def snoozed_status(attempt_after: int) -> JobStatus:
-    """The status of a job given back to the queue with ``attempt_after`` attempts used."""
-    return JobStatus.SCHEDULED if attempt_after <= 0 else JobStatus.RETRYABLE
-
-
-def rerun_status(attempt: int) -> JobStatus:
-    return JobStatus.SCHEDULED if attempt <= 1 else JobStatus.RETRYABLE

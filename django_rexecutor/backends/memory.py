@@ -1,5 +1,9 @@
 """An in-process backend for tests and examples: same rules as the database backend, no
-database. Thread-safe; ``wait_for_jobs`` wakes as soon as a job is enqueued or given back."""
+database. Thread-safe; ``wait_for_jobs`` wakes as soon as a job is enqueued or given back.
+
+Longer than our modules usually are, on purpose: it is one class implementing the whole
+``Backend`` contract over one dict under one lock, and it reads best in one place. The rules it
+applies come from ``transitions``; only their bookkeeping is here."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import itertools
 import os
 import socket
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,10 +22,23 @@ from django.utils import timezone
 
 from ..conf import rexecutor_settings
 from ..encoding import to_json_native
-from ..exceptions import InvalidTransition, JobNotFound
-from ..job import Job, JobError, JobId
+from ..exceptions import JobNotFound
+from ..job import ErrorDetails, Job, JobError, JobId, storable_text
+from ..notifiers.base import CANCEL_CHANNEL, JOBS_CHANNEL
 from ..query import Query
-from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
+from ..status import READY_STATUSES, TERMINAL_STATUSES, JobStatus
+from ..transitions import (
+    FINISH_FIELD,
+    cancel_error,
+    check_cancel,
+    check_rerun,
+    check_update,
+    orphaned_error,
+    rerun_changes,
+    rescue_outcome,
+    running_cancel_error,
+    snoozed_status,
+)
 from ..uniqueness import UniquenessCriteria
 from ..validation import (
     check_aware,
@@ -30,29 +47,23 @@ from ..validation import (
     check_priority,
     check_tags,
 )
-from .base import (
-    Backend,
-    Claim,
-    EnqueuableJob,
-    ErrorDetails,
-    PruneRule,
-    PruneSpec,
-    WorkerInfo,
-    orphaned_error,
-    rerun_status,
-    snoozed_status,
-    storable_text,
-)
+from .base import Backend
+from .values import Claim, EnqueuableJob, PruneRule, PruneSpec, WorkerInfo
 
 
 class InMemoryBackend(Backend):
     """Keeps jobs in a dict; for tests (see ``django_rexecutor.testing``)."""
+
+    store = "memory"
 
     def __init__(self) -> None:
         self._jobs: dict[int, Job] = {}
         self._unique_keys: dict[int, str | None] = {}
         self._cancel_reasons: dict[int, str] = {}
         self._workers: dict[str, WorkerInfo] = {}
+        #: Cron ticks taken: (entry name, tick time) → job id.
+        self._ticks: dict[tuple[str, datetime], int] = {}
+        self._locks: dict[str, threading.Lock] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -65,6 +76,7 @@ class InMemoryBackend(Backend):
             self._jobs.clear()
             self._unique_keys.clear()
             self._workers.clear()
+            self._ticks.clear()
 
     def _get(self, job_id: int, executor: str | None = None) -> Job:
         job = self._jobs.get(job_id)
@@ -84,8 +96,16 @@ class InMemoryBackend(Backend):
             else [replace(e, traceback="") for e in job.errors],
         )
 
-    def _notify(self) -> None:
+    def _notify(self, job: Job | None = None) -> None:
+        """Wake ``wait_for_jobs``, and announce ``job`` on the notifier if it is now ready
+        (or, running, was asked to cancel)."""
         self._changed.notify_all()
+        if job is None:
+            return
+        if job.status in READY_STATUSES:
+            self.notifier().notify(JOBS_CHANNEL, job.executor)
+        elif job.status == JobStatus.EXECUTING and job.cancel_requested_at is not None:
+            self.notifier().notify(CANCEL_CHANNEL, str(job.id))
 
     # -- enqueue -------------------------------------------------------------------------
     def enqueue(self, job: EnqueuableJob) -> JobId:
@@ -99,10 +119,10 @@ class InMemoryBackend(Backend):
                     if replace_ is not None and existing.status in replace_.statuses:
                         for name in replace_.fields:
                             setattr(existing, name, copy.deepcopy(getattr(job, name)))
-                        self._notify()
+                        self._notify(existing)
                     return JobId(existing.id, inserted=False)
             job_id = next(self._ids)
-            self._jobs[job_id] = Job(
+            stored = self._jobs[job_id] = Job(
                 id=job_id,
                 status=JobStatus.SCHEDULED,
                 executor=job.executor,
@@ -117,7 +137,7 @@ class InMemoryBackend(Backend):
                 scheduled_at=job.scheduled_at,
             )
             self._unique_keys[job_id] = job.unique_key
-            self._notify()
+            self._notify(stored)
             return JobId(job_id)
 
     def _find_duplicate(self, job: EnqueuableJob, criteria: UniquenessCriteria) -> Job | None:
@@ -211,23 +231,19 @@ class InMemoryBackend(Backend):
             now = timezone.now()
             if job.cancel_requested_at is not None:
                 status = JobStatus.CANCELLED
-                reason = self._cancel_reasons.pop(job_id, "") or "cancelled while running"
-                error = ErrorDetails(ErrorType.CANCELLED, reason)
+                error = running_cancel_error(self._cancel_reasons.pop(job_id, ""))
             job.status = status
+            if status in FINISH_FIELD:
+                setattr(job, FINISH_FIELD[status], now)
             if status == JobStatus.COMPLETE:
-                job.completed_at = now
                 job.result = copy.deepcopy(result)
-            elif status == JobStatus.CANCELLED:
-                job.cancelled_at = now
-            elif status == JobStatus.DISCARDED:
-                job.discarded_at = now
             if scheduled_at is not None and status in READY_STATUSES:
                 job.scheduled_at = scheduled_at
             if error is not None:
                 job.errors.append(
                     JobError(job.attempt, error.error_type, error.message, error.traceback, now)
                 )
-            self._notify()
+            self._notify(job)
             return True
 
     def mark_job_complete(
@@ -282,10 +298,7 @@ class InMemoryBackend(Backend):
         with self._lock:
             job = self._get(job_id, executor)
             now = timezone.now()
-            if job.status in TERMINAL_STATUSES:
-                raise InvalidTransition(
-                    job_id, job.status, "cancel", "Only waiting or running jobs can be cancelled."
-                )
+            check_cancel(job_id, job.status)
             if job.status == JobStatus.EXECUTING:
                 if job.cancel_requested_at is None:
                     job.cancel_requested_at = now
@@ -293,24 +306,23 @@ class InMemoryBackend(Backend):
             else:
                 job.status = JobStatus.CANCELLED
                 job.cancelled_at = now
-                job.errors.append(JobError(job.attempt, ErrorType.CANCELLED, reason, "", now))
-            self._notify()
+                error = cancel_error(reason)
+                job.errors.append(
+                    JobError(job.attempt, error.error_type, error.message, error.traceback, now)
+                )
+            self._notify(job)
             return self._copy(job)
 
     def rerun_job(self, job_id: int, *, executor: str | None = None) -> Job:
         with self._lock:
             job = self._get(job_id, executor)
-            if job.status in (JobStatus.EXECUTING, JobStatus.SCHEDULED):
-                raise InvalidTransition(
-                    job_id, job.status, "rerun", "Only finished or retryable jobs can be rerun."
-                )
-            job.status = rerun_status(job.attempt)
-            job.max_attempts += 1
-            job.scheduled_at = timezone.now()
-            job.completed_at = job.cancelled_at = job.discarded_at = None
-            job.cancel_requested_at = None
-            job.result = None
-            self._notify()
+            check_rerun(job_id, job.status)
+            changes = rerun_changes(
+                job.attempt, max_attempts=job.max_attempts + 1, now=timezone.now()
+            )
+            for name, value in changes.items():
+                setattr(job, name, value)
+            self._notify(job)
             return self._copy(job)
 
     def update_job(self, job: Job, *, executor: str | None = None) -> Job:
@@ -322,14 +334,11 @@ class InMemoryBackend(Backend):
         scheduled_at = check_aware(job.scheduled_at, name="scheduled_at")
         with self._lock:
             stored = self._get(job.id, executor)
-            if stored.status not in READY_STATUSES:
-                raise InvalidTransition(
-                    job.id, stored.status, "update", "Only waiting jobs can be updated."
-                )
+            check_update(job.id, stored.status)
             stored.data, stored.metadata, stored.tags = data, metadata, tags
             stored.max_attempts, stored.priority = max_attempts, priority
             stored.scheduled_at = scheduled_at
-            self._notify()
+            self._notify(stored)
             return self._copy(stored)
 
     def query(
@@ -353,9 +362,21 @@ class InMemoryBackend(Backend):
     # -- pruning -------------------------------------------------------------------------
     def prune_jobs(self, spec: PruneSpec) -> int:
         with self._lock:
-            return sum(self._prune_rule(rule) for rule in spec.rules)
+            deleted = 0
+            for rule in spec.rules:
+                for job in self._prunable(rule):
+                    del self._jobs[job.id]
+                    self._unique_keys.pop(job.id, None)
+                    deleted += 1
+            return deleted
 
-    def _prune_rule(self, rule: PruneRule) -> int:
+    def count_prunable(self, rule: PruneRule) -> int:
+        with self._lock:
+            return len(self._prunable(rule))
+
+    def _prunable(self, rule: PruneRule) -> list[Job]:
+        """The jobs ``rule`` deletes now."""
+
         def aged_at(job: Job) -> datetime:
             if rule.status in TERMINAL_STATUSES:
                 return job.finished_at or job.scheduled_at
@@ -368,14 +389,36 @@ class InMemoryBackend(Backend):
         ]
         if rule.max_age is not None:
             cutoff = timezone.now() - rule.max_age
-            doomed = [j for j in covered if aged_at(j) < cutoff]
-        else:
-            newest_first = sorted(covered, key=lambda j: (aged_at(j), j.id), reverse=True)
-            doomed = newest_first[rule.max_length or 0 :]
-        for job in doomed:
-            del self._jobs[job.id]
-            self._unique_keys.pop(job.id, None)
-        return len(doomed)
+            return [j for j in covered if aged_at(j) < cutoff]
+        newest_first = sorted(covered, key=lambda j: (aged_at(j), j.id), reverse=True)
+        return newest_first[rule.max_length or 0 :]
+
+    # -- periodic work -------------------------------------------------------------------
+    def enqueue_cron_job(self, name: str, tick_at: datetime, job: EnqueuableJob) -> JobId | None:
+        with self._lock:
+            if (name, tick_at) in self._ticks:
+                return None
+            job_id = self.enqueue(job)
+            self._ticks[(name, tick_at)] = int(job_id)
+            return job_id
+
+    def prune_cron_ticks(self, before: datetime) -> int:
+        with self._lock:
+            old = [key for key in self._ticks if key[1] < before]
+            for key in old:
+                del self._ticks[key]
+            return len(old)
+
+    @contextlib.contextmanager
+    def try_lock(self, name: str) -> Iterator[bool]:
+        with self._lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        held = lock.acquire(blocking=False)
+        try:
+            yield held
+        finally:
+            if held:
+                lock.release()
 
     # -- workers -------------------------------------------------------------------------
     def record_heartbeat(
@@ -418,7 +461,10 @@ class InMemoryBackend(Backend):
                     continue
                 claim = Claim(job.id, job.attempt, job.claimed_by) if job.claimed_by else None
                 error = orphaned_error(job.claimed_by, job.attempt)
-                if job.is_last_attempt:
+                cancel = job.cancel_requested_at is not None
+                outcome = rescue_outcome(job.attempt, job.max_attempts, cancel)
+                # A cancel request makes either write record the cancel (``_settle``).
+                if outcome == JobStatus.DISCARDED:
                     written = self.mark_job_discarded(job.id, error, claim=claim)
                 else:
                     written = self.mark_job_retryable(job.id, now, error, claim=claim)

@@ -8,42 +8,53 @@ fenced by status, attempt and worker (see ``backends.base``)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, OperationalError, connections, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connections, transaction
 from django.db.models import DateTimeField, F, Min, Q, TextField, Value
 from django.db.models.functions import Cast, Greatest, Least, Now
 from django.utils import timezone
 
 from ..conf import rexecutor_settings
 from ..encoding import to_json
-from ..exceptions import InvalidTransition, JobNotFound, UniquenessConflict
-from ..job import Job, JobError, JobId
-from ..models import JobErrorRecord, JobRecord, UniquenessLockRecord, WorkerRecord
+from ..exceptions import JobNotFound, UniquenessConflict
+from ..job import ErrorDetails, Job, JobError, JobId, storable_text
+from ..models import (
+    JSON_FIELDS,
+    CronTickRecord,
+    JobErrorRecord,
+    JobRecord,
+    UniquenessLockRecord,
+    WorkerRecord,
+)
+from ..notifiers.base import Notifier
 from ..query import Query
-from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
-from ..uniqueness import UniquenessCriteria
-from ..validation import check_payload_size, check_payloads
-from .base import (
-    Backend,
-    BulkResult,
-    Claim,
-    EnqueuableJob,
-    ErrorDetails,
-    PruneRule,
-    PruneSpec,
+from ..status import TERMINAL_STATUSES, ErrorType, JobStatus
+from ..transitions import (
+    CANCELLABLE,
+    FINISH_FIELD,
+    RERUNNABLE,
     SkipReason,
-    WorkerInfo,
+    cancel_error,
+    check_cancel,
+    check_rerun,
+    check_update,
     orphaned_error,
+    rerun_changes,
     rerun_status,
+    rescue_outcome,
+    running_cancel_error,
     skip_reason,
     snoozed_status,
-    storable_text,
 )
+from ..uniqueness import UniquenessCriteria
+from ..validation import check_payload_size, check_payloads
+from .base import Backend
 from .compiler import compile_query
 from .sql import (
     COMPLETE_SQL,
@@ -53,7 +64,6 @@ from .sql import (
     FINISHED_AT,
     INSERT_SQL,
     JOB_FIELDS,
-    JSON_FIELDS,
     LATEST,
     READY,
     RESERVE_IDS_SQL,
@@ -66,6 +76,7 @@ from .sql import (
     server_bound_cursor,
     unreadable_message,
 )
+from .values import BulkResult, Claim, EnqueuableJob, PruneRule, PruneSpec, WorkerInfo
 
 logger = logging.getLogger("django_rexecutor.backends")
 
@@ -100,15 +111,20 @@ def _is_serialization_failure(exc: BaseException) -> bool:
 #: What a rescue sets besides the status, to the time of the rescue.
 _RESCUE_SETS = {
     JobStatus.RETRYABLE: "scheduled_at",  # due again at once
-    JobStatus.DISCARDED: "discarded_at",
-    JobStatus.CANCELLED: "cancelled_at",
+    JobStatus.DISCARDED: FINISH_FIELD[JobStatus.DISCARDED],
+    JobStatus.CANCELLED: FINISH_FIELD[JobStatus.CANCELLED],
 }
+
+
+def advisory_lock_key(name: str) -> int:
+    """The PostgreSQL advisory lock key of ``try_lock(name)``: a stable signed 64-bit int."""
+    digest = hashlib.blake2b(f"django_rexecutor.{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class DjangoBackend(Backend):
     """Jobs stored through the Django ORM in the ``REXECUTOR["DATABASE"]`` alias."""
 
-    supports_transactions = True
     #: Orphans rescued per transaction (``rescue_orphaned_jobs``).
     rescue_batch_size = 1000
 
@@ -129,6 +145,14 @@ class DjangoBackend(Backend):
     @property
     def supports_notifications(self) -> bool:  # type: ignore[override]
         return self.vendor == "postgresql"
+
+    @property
+    def database(self) -> str:  # type: ignore[override]
+        return self.alias
+
+    @property
+    def store(self) -> str:
+        return f"{self.alias} ({self.vendor})"
 
     def using(self, alias: str) -> DjangoBackend:
         return self if alias == self.alias else type(self)(alias)
@@ -372,14 +396,25 @@ class DjangoBackend(Backend):
         return result["at"]
 
     def wait_for_jobs(self, executors: Collection[str], timeout: float) -> None:
-        """On PostgreSQL, wait on LISTEN/NOTIFY (``backends.notify``) up to ``timeout``;
+        """On PostgreSQL, wait on LISTEN/NOTIFY (``notifiers.postgresql``) up to ``timeout``;
         elsewhere just sleep: the caller's polling is the guarantee either way."""
         if self.vendor == "postgresql":
-            from .notify import get_notifier
-
-            get_notifier(self.alias).wait(executors, timeout)
+            self.notifier().wait(executors, timeout)
         else:
             time.sleep(max(0.0, timeout))
+
+    def notifier(self) -> Notifier:
+        if self.vendor == "postgresql":
+            from ..notifiers.postgresql import get_notifier
+
+            return get_notifier(self.alias)
+        return super().notifier()
+
+    def drop_connection(self) -> None:
+        try:
+            connections[self.alias].close()
+        except Exception:
+            logger.debug("Closing a broken connection failed", exc_info=True)
 
     # -- results -------------------------------------------------------------------------
     def _write_result(
@@ -407,8 +442,7 @@ class DjangoBackend(Backend):
             now = Now()
             if row["cancel_requested_at"] is not None:
                 updates = {"status": JobStatus.CANCELLED, "cancelled_at": now}
-                reason = row["cancel_reason"] or "cancelled while running"
-                error = ErrorDetails(ErrorType.CANCELLED, reason)
+                error = running_cancel_error(row["cancel_reason"])
             self.jobs.filter(pk=job_id).update(**updates)
             if error is not None:
                 self._add_error(job_id, row["attempt"], error, now)
@@ -521,10 +555,7 @@ class DjangoBackend(Backend):
             record = self._locked(job_id, executor)
             status = JobStatus(record.status)
             now = Now()
-            if status in TERMINAL_STATUSES:
-                raise InvalidTransition(
-                    job_id, status, "cancel", "Only waiting or running jobs can be cancelled."
-                )
+            check_cancel(job_id, status)
             if status == JobStatus.EXECUTING:
                 if record.cancel_requested_at is None:
                     self.jobs.filter(pk=job_id).update(
@@ -532,28 +563,15 @@ class DjangoBackend(Backend):
                     )
             else:
                 self.jobs.filter(pk=job_id).update(status=JobStatus.CANCELLED, cancelled_at=now)
-                self._add_error(
-                    job_id, record.attempt, ErrorDetails(ErrorType.CANCELLED, reason), now
-                )
+                self._add_error(job_id, record.attempt, cancel_error(reason), now)
             return self._fresh(job_id)
 
     def rerun_job(self, job_id: int, *, executor: str | None = None) -> Job:
         with self._atomic():
             record = self._locked(job_id, executor)
-            status = JobStatus(record.status)
-            if status in (JobStatus.EXECUTING, JobStatus.SCHEDULED):
-                raise InvalidTransition(
-                    job_id, status, "rerun", "Only finished or retryable jobs can be rerun."
-                )
+            check_rerun(job_id, JobStatus(record.status))
             self.jobs.filter(pk=job_id).update(
-                status=rerun_status(record.attempt),
-                max_attempts=F("max_attempts") + 1,
-                scheduled_at=Now(),
-                completed_at=None,
-                cancelled_at=None,
-                discarded_at=None,
-                cancel_requested_at=None,
-                result=None,
+                **rerun_changes(record.attempt, max_attempts=F("max_attempts") + 1, now=Now())
             )
             return self._fresh(job_id)
 
@@ -580,28 +598,23 @@ class DjangoBackend(Backend):
             chunk = ids[start : start + self.bulk_batch_size]
             with self._atomic():
                 rows = self._bulk_rows(chunk, executor)
-                by_status: dict[JobStatus, list[int]] = {}
+                # Jobs whose rerun writes the same values (one of their attempt counts, and
+                # their ids): one statement per status they go back to.
+                by_status: dict[JobStatus, tuple[int, list[int]]] = {}
                 for pk in chunk:
                     if pk not in rows:
                         skipped[pk] = SkipReason.NOT_FOUND
                         continue
                     status, attempt = rows[pk]
-                    if status in (JobStatus.EXECUTING, JobStatus.SCHEDULED):
+                    if status not in RERUNNABLE:
                         skipped[pk] = skip_reason(status)
                         continue
-                    by_status.setdefault(rerun_status(attempt), []).append(pk)
+                    by_status.setdefault(rerun_status(attempt), (attempt, []))[1].append(pk)
                     done.append(pk)
                 now = Now()
-                for new_status, pks in by_status.items():
+                for attempt, pks in by_status.values():
                     self.jobs.filter(pk__in=pks).update(
-                        status=new_status,
-                        max_attempts=F("max_attempts") + 1,
-                        scheduled_at=now,
-                        completed_at=None,
-                        cancelled_at=None,
-                        discarded_at=None,
-                        cancel_requested_at=None,
-                        result=None,
+                        **rerun_changes(attempt, max_attempts=F("max_attempts") + 1, now=now)
                     )
         return BulkResult(tuple(done), skipped)
 
@@ -624,7 +637,7 @@ class DjangoBackend(Backend):
                         skipped[pk] = SkipReason.NOT_FOUND
                         continue
                     status, attempt = rows[pk]
-                    if status in TERMINAL_STATUSES:
+                    if status not in CANCELLABLE:
                         skipped[pk] = skip_reason(status)
                     elif status == JobStatus.EXECUTING:
                         running.append(pk)
@@ -637,7 +650,7 @@ class DjangoBackend(Backend):
                     self.jobs.filter(pk__in=[pk for pk, _ in waiting]).update(
                         status=JobStatus.CANCELLED, cancelled_at=now
                     )
-                    error = ErrorDetails(ErrorType.CANCELLED, reason)
+                    error = cancel_error(reason)
                     JobErrorRecord.objects.using(self.alias).bulk_create(
                         _error_record(pk, attempt, error, now) for pk, attempt in waiting
                     )
@@ -662,11 +675,7 @@ class DjangoBackend(Backend):
         }
         with self._atomic():
             record = self._locked(job.id, executor)
-            status = JobStatus(record.status)
-            if status not in READY_STATUSES:
-                raise InvalidTransition(
-                    job.id, status, "update", "Only waiting jobs can be updated."
-                )
+            check_update(job.id, JobStatus(record.status))
             self.jobs.filter(pk=job.id).update(**fields)
             return self._fresh(job.id)
 
@@ -713,6 +722,12 @@ class DjangoBackend(Backend):
     # -- pruning -------------------------------------------------------------------------
     def prune_jobs(self, spec: PruneSpec) -> int:
         return sum(self._prune_rule(rule, spec.batch_size) for rule in spec.rules)
+
+    def count_prunable(self, rule: PruneRule) -> int:
+        qs = self._rule_queryset(rule)
+        if rule.max_age is not None:
+            return int(qs.filter(aged_at__lt=timezone.now() - rule.max_age).count())
+        return max(0, int(qs.count()) - (rule.max_length or 0))
 
     def _rule_queryset(self, rule: PruneRule) -> Any:
         qs = self.jobs.filter(status=rule.status)
@@ -783,6 +798,51 @@ class DjangoBackend(Backend):
             cursor.execute(f"DELETE FROM {errors} WHERE job_id IN ({covered_ids})", params)
             cursor.execute(f"DELETE FROM {jobs} WHERE {jobs}.id IN ({marks}) AND {where}", params)
             return int(cursor.rowcount)
+
+    # -- periodic work -------------------------------------------------------------------
+    def enqueue_cron_job(self, name: str, tick_at: datetime, job: EnqueuableJob) -> JobId | None:
+        """The tick's row and its job in one transaction: the row's unique (name, tick_at)
+        lets one scheduler win; on PostgreSQL a concurrent insert of the same key waits for
+        the winner to commit, then fails."""
+        ticks = CronTickRecord.objects.using(self.alias)
+        with self._atomic():
+            try:
+                # A savepoint, so losing the race leaves the outer transaction usable.
+                with self._atomic():
+                    record = ticks.create(name=name, tick_at=tick_at)
+            except IntegrityError:
+                return None
+            job_id = self.enqueue(job)
+            ticks.filter(pk=record.pk).update(job_id=int(job_id))
+        return job_id
+
+    def prune_cron_ticks(self, before: datetime) -> int:
+        deleted, _ = CronTickRecord.objects.using(self.alias).filter(tick_at__lt=before).delete()
+        return int(deleted)
+
+    @contextlib.contextmanager
+    def try_lock(self, name: str) -> Iterator[bool]:
+        """A session advisory lock on PostgreSQL (released by the server if the connection
+        dies). SQLite has no such lock and runs one writer at a time: every caller holds it,
+        and the work it guards must be safe to run twice (the pruner's deletes are fenced)."""
+        if self.vendor != "postgresql":
+            yield True
+            return
+        key = advisory_lock_key(name)
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            row = cursor.fetchone()
+        held = bool(row and row[0])
+        try:
+            yield held
+        finally:
+            if held:
+                try:
+                    with connections[self.alias].cursor() as cursor:
+                        cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+                except DatabaseError:
+                    # The connection is gone, and the session lock went with it.
+                    logger.debug("Could not release the advisory lock %r", name, exc_info=True)
 
     # -- workers -------------------------------------------------------------------------
     def current_time(self) -> datetime:
@@ -889,16 +949,11 @@ class DjangoBackend(Backend):
             claims: dict[tuple[str | None, int], list[int]] = {}
             errors: list[JobErrorRecord] = []
             for job_id, attempt, max_attempts, worker_id, cancel_requested_at, reason in rows:
-                if cancel_requested_at is not None:
-                    status = JobStatus.CANCELLED
-                elif attempt >= max_attempts:
-                    status = JobStatus.DISCARDED
-                else:
-                    status = JobStatus.RETRYABLE
+                status = rescue_outcome(attempt, max_attempts, cancel_requested_at is not None)
                 outcomes.setdefault(status, []).append(job_id)
                 claims.setdefault((worker_id, attempt), []).append(job_id)
                 error = (
-                    ErrorDetails(ErrorType.CANCELLED, reason or "cancelled while running")
+                    running_cancel_error(reason)
                     if status == JobStatus.CANCELLED
                     else orphaned_error(worker_id, attempt)
                 )

@@ -16,8 +16,9 @@ from django.db.models.sql import Query
 
 from ..decoding import Unreadable, read_datetime, read_json, read_tags
 from ..job import Job, JobError
-from ..models import JobErrorRecord, JobRecord
+from ..models import TIMESTAMP_FIELDS, JobErrorRecord, JobRecord
 from ..status import READY_STATUSES, JobStatus
+from ..transitions import FINISHED_AT_FIELDS
 
 READY = sorted(s.value for s in READY_STATUSES)
 
@@ -40,16 +41,7 @@ COPY_SQL = f"COPY {JOB_TABLE} (id, {INSERT_COLUMNS}) FROM STDIN"
 #: (see ``decoding``): a value Python cannot represent, such as PostgreSQL's ``-infinity``,
 #: would otherwise make the driver fail while fetching the whole result, not just its row.
 #: JSON columns come as text anyway (Django reads ``jsonb`` as text) and are decoded per row.
-TIMESTAMPS = (
-    "inserted_at",
-    "scheduled_at",
-    "attempted_at",
-    "completed_at",
-    "cancelled_at",
-    "discarded_at",
-    "cancel_requested_at",
-)
-JSON_FIELDS = ("data", "metadata", "tags", "result")
+TIMESTAMPS = TIMESTAMP_FIELDS
 JOB_FIELDS = (
     "id",
     "status",
@@ -144,7 +136,7 @@ COMPLETE_SQL = (
 )
 #: Claims per completion statement (3 parameters each: under SQLite's variable limit).
 FENCE_CHUNK = 250
-FINISHED_AT = Coalesce("completed_at", "cancelled_at", "discarded_at")
+FINISHED_AT = Coalesce(*FINISHED_AT_FIELDS)
 
 
 def server_bound_cursor(connection: Any) -> Any:

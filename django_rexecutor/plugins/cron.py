@@ -1,10 +1,10 @@
 """Periodic jobs declared in ``REXECUTOR["CRON"]``.
 
 Every worker may run a ``CronScheduler``; each tick still yields exactly one job, because the
-job is enqueued in the same transaction as a ``CronTickRecord(name, tick_at)`` row whose unique
-constraint only one scheduler can satisfy. The losers get an ``IntegrityError`` on the tick row,
-roll back that savepoint and move on. Nothing depends on which worker wins, or on clocks agreeing:
-the tick time comes from the schedule, not from the clock of the worker that writes it.
+backend's ``enqueue_cron_job`` records the tick and enqueues its job in one atomic step that only
+one scheduler can win (the Django backend: a ``CronTickRecord(name, tick_at)`` row with a unique
+constraint, in the job's transaction). Nothing depends on which worker wins, or on clocks
+agreeing: the tick time comes from the schedule, not from the clock of the worker that writes it.
 
 A scheduler starts with the first tick at or after the moment it first runs: ticks missed while
 no worker was running are not backfilled. A tick that is late by more than ``MISFIRE_GRACE``
@@ -14,14 +14,12 @@ no worker was running are not backfilled. A tick that is late by more than ``MIS
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from weakref import WeakKeyDictionary
 
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 
 from ..backends.base import Backend, EnqueuableJob
 from ..exceptions import EncodeDecodeError
@@ -238,12 +236,6 @@ def check_cron(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[
     return as_check_messages(parse_entries(raw.get("CRON"))[1])
 
 
-# Ticks claimed by schedulers sharing a non-database backend in one process (the in-memory
-# backend): a process-local stand-in for the tick table.
-_local_ticks: WeakKeyDictionary[Backend, dict[tuple[str, datetime], int]] = WeakKeyDictionary()
-_local_lock = threading.Lock()
-
-
 class CronScheduler(Plugin):
     """Enqueues one job per tick of every configured entry."""
 
@@ -326,10 +318,7 @@ class CronScheduler(Plugin):
         from ..registry import get_executor
 
         job = entry.build_job(tick)
-        if self._alias is not None:
-            job_id = self._fire_in_database(entry, tick, job, self._alias)
-        else:
-            job_id = self._fire_locally(entry, tick, job)
+        job_id = self.backend.enqueue_cron_job(entry.name, tick, job)
         if job_id is None:
             logger.debug("cron %s: tick %s already enqueued", entry.name, tick.isoformat())
             return None
@@ -343,55 +332,12 @@ class CronScheduler(Plugin):
         signals.job_enqueued.send(sender=get_executor(entry.executor), job_id=job_id, job=job)
         return job_id
 
-    @property
-    def _alias(self) -> str | None:
-        from ..backends.orm import DjangoBackend
-
-        return self.backend.alias if isinstance(self.backend, DjangoBackend) else None
-
-    def _fire_in_database(
-        self, entry: CronEntry, tick: datetime, job: EnqueuableJob, alias: str
-    ) -> JobId | None:
-        from ..models import CronTickRecord
-
-        ticks = CronTickRecord.objects.using(alias)
-        with transaction.atomic(using=alias):
-            try:
-                # A savepoint, so losing the race leaves the outer transaction usable. On
-                # PostgreSQL a concurrent insert of the same key waits for the winner to commit
-                # and then fails here.
-                with transaction.atomic(using=alias):
-                    record = ticks.create(name=entry.name, tick_at=tick)
-            except IntegrityError:
-                return None
-            job_id = self.backend.enqueue(job)
-            ticks.filter(pk=record.pk).update(job_id=int(job_id))
-        return job_id
-
-    def _fire_locally(self, entry: CronEntry, tick: datetime, job: EnqueuableJob) -> JobId | None:
-        with _local_lock:
-            claimed = _local_ticks.setdefault(self.backend, {})
-            if (entry.name, tick) in claimed:
-                return None
-            job_id = self.backend.enqueue(job)
-            claimed[(entry.name, tick)] = int(job_id)
-            return job_id
-
     def _cleanup(self, now: datetime) -> None:
         """Delete old tick rows, at most once per ``CLEANUP_EVERY`` per scheduler."""
         if self._last_cleanup is not None and now - self._last_cleanup < CLEANUP_EVERY:
             return
         self._last_cleanup = now
         cutoff = now - TICK_RETENTION
-        alias = self._alias
-        if alias is None:
-            with _local_lock:
-                claimed = _local_ticks.get(self.backend, {})
-                for key in [k for k in claimed if k[1] < cutoff]:
-                    del claimed[key]
-            return
-        from ..models import CronTickRecord
-
-        deleted, _ = CronTickRecord.objects.using(alias).filter(tick_at__lt=cutoff).delete()
+        deleted = self.backend.prune_cron_ticks(cutoff)
         if deleted:
-            logger.debug("cron: deleted %d tick rows older than %s", deleted, cutoff.isoformat())
+            logger.debug("cron: forgot %d ticks older than %s", deleted, cutoff.isoformat())

@@ -1,8 +1,8 @@
 """Deletes old jobs as ``REXECUTOR["PRUNER"]`` says, on its own cron schedule.
 
-Every worker may run a ``Pruner``, but one prunes at a time: on PostgreSQL the run holds a
-session-level advisory lock (``pg_try_advisory_lock``) and a worker that cannot take it skips
-its run; on SQLite the database's single write lock serialises the deletes anyway. The backend
+Every worker may run a ``Pruner``, but one prunes at a time: the run holds the backend's
+``try_lock("pruner")`` (on PostgreSQL a session-level advisory lock) and a worker that cannot
+take it skips its run; on SQLite the database's single write lock serialises the deletes. The backend
 deletes in batches of ``batch_size`` rows, each in its own short transaction, so workers
 claiming and finishing jobs are never blocked for long. A rule only ever touches the status it
 names: waiting jobs are pruned only by a rule that names their status, running jobs never (a
@@ -12,18 +12,15 @@ that changed after its batch was selected (rerun and claimed, finished again) is
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from ..backends.base import PRUNABLE_STATUSES, Backend, PruneRule, PruneSpec
-from ..job import Job
 from ..status import TERMINAL_STATUSES, JobStatus
 from .base import Plugin
 from .schedule import (
@@ -46,10 +43,8 @@ DEFAULT_BATCH_SIZE = 10_000
 #: Each batch passes its ids as query parameters; SQLite builds allow 32,766 at least and
 #: PostgreSQL 65,535, so a batch stays below both.
 MAX_BATCH_SIZE = 30_000
-#: The advisory lock key that makes one worker at a time prune (a stable signed 64-bit int).
-LOCK_KEY = int.from_bytes(
-    hashlib.blake2b(b"django_rexecutor.pruner", digest_size=8).digest(), "big", signed=True
-)
+#: The ``Backend.try_lock`` name that makes one worker at a time prune.
+LOCK_NAME = "pruner"
 
 
 @dataclass(frozen=True)
@@ -318,25 +313,12 @@ class Pruner(Plugin):
 
     def run_once(self) -> list[tuple[PruneRule, int]] | None:
         """Apply every rule now; each rule with how many jobs it deleted, or ``None`` if
-        another worker is pruning (PostgreSQL)."""
-        alias = self._postgres_alias()
-        if alias is None:
+        another worker is pruning (the backend's ``try_lock``)."""
+        with self.backend.try_lock(LOCK_NAME) as held:
+            if not held:
+                logger.debug("pruner: another worker is pruning; skipping this run")
+                return None
             return self._prune()
-        with connections[alias].cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
-            row = cursor.fetchone()
-        if not (row and row[0]):
-            logger.debug("pruner: another worker is pruning; skipping this run")
-            return None
-        try:
-            return self._prune()
-        finally:
-            try:
-                with connections[alias].cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
-            except DatabaseError:
-                # The connection is gone, and the session lock went with it.
-                logger.debug("pruner: could not release the advisory lock", exc_info=True)
 
     def _prune(self) -> list[tuple[PruneRule, int]]:
         deleted: list[tuple[PruneRule, int]] = []
@@ -348,39 +330,7 @@ class Pruner(Plugin):
                 logger.info("pruner: deleted %d jobs: %s", count, describe_rule(rule))
         return deleted
 
-    def _postgres_alias(self) -> str | None:
-        from ..backends.orm import DjangoBackend
-
-        if isinstance(self.backend, DjangoBackend) and self.backend.vendor == "postgresql":
-            return self.backend.alias
-        return None
-
     def dry_run(self) -> list[tuple[PruneRule, int]]:
         """How many jobs each rule would delete now (each rule counted on its own, as if it
         ran first)."""
-        return [(rule, count_prunable(self.backend, rule)) for rule in self.spec.rules]
-
-
-def count_prunable(backend: Backend, rule: PruneRule) -> int:
-    """How many jobs ``rule`` would delete from ``backend`` now, deleting nothing."""
-    from ..backends.orm import DjangoBackend
-
-    now = timezone.now()
-    if isinstance(backend, DjangoBackend):
-        qs = backend._rule_queryset(rule)
-        if rule.max_age is not None:
-            return int(qs.filter(aged_at__lt=now - rule.max_age).count())
-        return max(0, int(qs.count()) - (rule.max_length or 0))
-    from ..query import StatusEqual
-
-    jobs = [j for j in backend.query(StatusEqual(rule.status)) if rule.covers_executor(j.executor)]
-    if rule.max_age is not None:
-        cutoff = now - rule.max_age
-        terminal = rule.status in TERMINAL_STATUSES
-
-        def aged_at(job: Job) -> datetime:
-            finished = job.finished_at if terminal else None
-            return finished or job.scheduled_at
-
-        return sum(1 for j in jobs if aged_at(j) < cutoff)
-    return max(0, len(jobs) - (rule.max_length or 0))
+        return [(rule, self.backend.count_prunable(rule)) for rule in self.spec.rules]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import sync_to_async
-from django.db import InterfaceError, OperationalError, close_old_connections, connections
+from django.db import InterfaceError, OperationalError
 
 from ..backends.base import Backend
 from ..exceptions import BackendError
@@ -35,21 +35,19 @@ DB_ERRORS: tuple[type[Exception], ...] = (
 def drop_connection(backend: Backend) -> None:
     """Close the calling thread's connection of ``backend`` so the next query opens a new one
     (Django does not reconnect a broken connection by itself outside requests)."""
-    alias = getattr(backend, "alias", None)
-    if alias is None:
-        return
     try:
-        connections[alias].close()
+        backend.drop_connection()
     except Exception:
         logger.debug("Closing a broken connection failed", exc_info=True)
 
 
 def tidy_connections(backend: Backend) -> None:
-    """``close_old_connections()`` for the calling thread, as Django does around a request:
-    closes a connection past its ``CONN_MAX_AGE`` or broken by an earlier error, so the next
-    query reconnects. Called around every attempt; a failure here is not the job's."""
+    """``backend.tidy_connections()`` for the calling thread (by default Django's
+    ``close_old_connections()``, as around a request): closes a connection past its
+    ``CONN_MAX_AGE`` or broken by an earlier error, so the next query reconnects. Called around
+    every attempt; a failure here is not the job's."""
     try:
-        close_old_connections()
+        backend.tidy_connections()
     except Exception:
         logger.debug("Closing old database connections failed", exc_info=True)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection
-from typing import Any
 
 from ..backends.base import Backend
+from ..notifiers.base import CANCEL_CHANNEL, JOBS_CHANNEL, Notifier
 from .clock import WorkerClock
 from .connections import drop_connection
 
@@ -75,10 +75,9 @@ class Wakeups:
         the waker thread."""
         if self.backend.supports_notifications:
             notifier = self._notifier()
-            if notifier is not None:
-                notifier.start(wait=2.0)
-                notifier.subscribe(self.on_notification)
-                self._subscribed = True
+            notifier.start(wait=2.0)
+            notifier.subscribe(self.on_notification)
+            self._subscribed = True
         self._thread = threading.Thread(target=self._run, name="rexecutor-waker", daemon=True)
         self._thread.start()
 
@@ -91,20 +90,15 @@ class Wakeups:
     def stop(self) -> None:
         """``close``, unsubscribe and stop the notifier, and let the waker thread end."""
         self.close()
-        notifier = self._notifier() if self.backend.supports_notifications else None
-        if notifier is not None:
+        if self.backend.supports_notifications:
+            notifier = self._notifier()
             notifier.unsubscribe(self.on_notification)
             notifier.stop(wait=2.0)
         if self._thread is not None:
             self._thread.join(timeout=2)
 
-    def _notifier(self) -> Any:
-        alias = getattr(self.backend, "alias", None)
-        if alias is None:
-            return None
-        from ..backends.notify import get_notifier
-
-        return get_notifier(alias)
+    def _notifier(self) -> Notifier:
+        return self.backend.notifier()
 
     # -- the waker thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -139,8 +133,6 @@ class Wakeups:
 
     def on_notification(self, channel: str, payload: str) -> None:
         """The notifier's callback (its listener thread): ``("", "")`` after a reconnect."""
-        from ..models import CANCEL_CHANNEL, JOBS_CHANNEL
-
         if channel == CANCEL_CHANNEL:
             self._on_cancel()
             self._wake.set()

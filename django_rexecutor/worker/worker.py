@@ -156,13 +156,11 @@ class Worker:
 
     def describe(self) -> dict[str, Any]:
         """The settings in force, for the startup banner."""
-        alias = getattr(self.backend, "alias", None)
-        vendor = getattr(self.backend, "vendor", None)
         return {
             "worker": self.worker_id,
             "executors": sorted(self.executors),
             "backend": type(self.backend).__name__,
-            "database": f"{alias} ({vendor})" if alias else "-",
+            "database": self.backend.store,
             "concurrency": self.concurrency,
             "poll_interval": self.poll_interval,
             "notifications": bool(self.backend.supports_notifications),

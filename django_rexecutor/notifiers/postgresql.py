@@ -1,8 +1,8 @@
 """PostgreSQL LISTEN on a dedicated connection: wake-ups for idle workers.
 
-The job table's pgtrigger triggers ``NOTIFY`` on ``models.JOBS_CHANNEL`` (payload: executor
-name) when rows become ready and on ``models.CANCEL_CHANNEL`` (payload: job id) when a running
-job gets a cancel request. One ``Notifier`` per database alias and process keeps a psycopg 3
+The job table's pgtrigger triggers ``NOTIFY`` on ``JOBS_CHANNEL`` (payload: executor name) when
+rows become ready and on ``CANCEL_CHANNEL`` (payload: job id) when a running job gets a cancel
+request. One ``PostgresNotifier`` per database alias and process keeps a psycopg 3
 connection in autocommit mode listening on both, in a daemon thread, and reconnects with
 backoff when the connection drops. Notifications only speed things up: callers always wait
 with a timeout and poll, so a lost notification delays a job by at most one poll interval."""
@@ -13,12 +13,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 import psycopg
 
-from ..models import CANCEL_CHANNEL, JOBS_CHANNEL
+from .base import CANCEL_CHANNEL, JOBS_CHANNEL, Callback, Notifier
 
 logger = logging.getLogger("django_rexecutor.notify")
 
@@ -27,8 +27,6 @@ _DJANGO_ONLY_OPTIONS = frozenset(
     {"isolation_level", "server_side_binding", "pool", "assume_role", "cursor_factory", "context"}
 )
 _HEALTH_CHECK_EVERY = 10.0
-
-Callback = Callable[[str, str], None]
 
 
 def connection_kwargs(settings_dict: dict[str, Any]) -> dict[str, Any]:
@@ -49,8 +47,10 @@ def connection_kwargs(settings_dict: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-class Notifier:
+class PostgresNotifier(Notifier):
     """Listens on the job channels of one database and wakes waiters and subscribers."""
+
+    cross_process = True
 
     def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:
         self.alias = alias
@@ -122,6 +122,9 @@ class Notifier:
 
             return self._cond.wait_for(woken, max(0.0, timeout))
 
+    def notify(self, channel: str, payload: str) -> None:
+        self._dispatch(channel, payload)
+
     # -- the listener thread -----------------------------------------------------------------
     def _dispatch(self, channel: str, payload: str) -> None:
         with self._cond:
@@ -181,11 +184,11 @@ class Notifier:
                 checked = time.monotonic()
 
 
-_notifiers: dict[tuple[int, str], Notifier] = {}
+_notifiers: dict[tuple[int, str], PostgresNotifier] = {}
 _lock = threading.Lock()
 
 
-def get_notifier(alias: str) -> Notifier:
+def get_notifier(alias: str) -> PostgresNotifier:
     """The process-wide notifier of database ``alias`` (a new one after ``fork``)."""
     from django.db import connections
 
@@ -193,7 +196,7 @@ def get_notifier(alias: str) -> Notifier:
     with _lock:
         notifier = _notifiers.get(key)
         if notifier is None or notifier.stopped:
-            notifier = _notifiers[key] = Notifier(connections[alias].settings_dict, alias)
+            notifier = _notifiers[key] = PostgresNotifier(connections[alias].settings_dict, alias)
         return notifier
 
 
