@@ -83,7 +83,7 @@ class Wakeups:
 
     def close(self) -> None:
         """Stop waiting (the worker is shutting down): the waker makes no more round trips."""
-        self._closing.set()
+        self._closing.set()  # first: see _run
         self._hungry.set()
         self._recheck.set()
 
@@ -112,6 +112,10 @@ class Wakeups:
             try:
                 timeout = self.poll_interval
                 self._recheck.clear()
+                if self._closing.is_set():
+                    # ``close`` sets ``_closing`` before ``_recheck``: whichever of the two the
+                    # clear above missed, no wait starts once the worker shuts down.
+                    break
                 due = self.backend.next_scheduled_at(names)
                 if due is not None:
                     timeout = min(timeout, (due - self.clock.now()).total_seconds())
