@@ -12,14 +12,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_rexecutor import DjangoBackend, InMemoryBackend, JobStatus
-from django_rexecutor.backends.base import (
-    Backend,
-    BulkResult,
-    Claim,
-    EnqueuableJob,
-    ErrorDetails,
-    SkipReason,
-)
+from django_rexecutor.backends.base import Backend
+from django_rexecutor.backends.values import BulkResult, Claim, EnqueuableJob
+from django_rexecutor.job import ErrorDetails
+from django_rexecutor.transitions import SkipReason
 
 MISSING = 987_654_321
 

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from django_rexecutor import Executor, JobStatus
 from django_rexecutor.backends import get_backend
-from django_rexecutor.backends.base import ErrorDetails
+from django_rexecutor.job import ErrorDetails
 from django_rexecutor.outcomes import Cancel, Done
 from django_rexecutor.registry import all_executors
 from django_rexecutor.status import ErrorType
@@ -447,7 +447,7 @@ def engine(request):
 
 
 def test_complete_stores_the_result_and_rerun_clears_it(engine) -> None:
-    from django_rexecutor.backends.base import Claim, EnqueuableJob
+    from django_rexecutor.backends.values import Claim, EnqueuableJob
 
     now = timezone.now()
     job_id = engine.enqueue(EnqueuableJob("django_tasks.default", None, None, 3, now))

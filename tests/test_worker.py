@@ -1,4 +1,6 @@
-"""The worker in real subprocesses: outcomes, ordering, scheduling, limits, options, logs."""
+"""``rexecutor_worker`` end to end, in real subprocesses: every outcome with its log lines and
+summary, future jobs picked up when due, executor selection and the banner, bad arguments, the
+demo. The worker's logic is tested in the test process (test_worker_outcomes.py and others)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from demo.jobs import Limited, Outcomes, RecordEffect, SlowAsync, SlowSync
+from demo.jobs import Outcomes, RecordEffect
 from demo.models import SideEffect
 from django_rexecutor import JobStatus
 from django_rexecutor.models import JobRecord, WorkerRecord
@@ -65,54 +67,6 @@ def test_every_outcome_is_recorded(manage_py, subprocess_env) -> None:
     assert not WorkerRecord.objects.exists()
 
 
-def test_snooze_gives_the_attempt_back(manage_py, subprocess_env) -> None:
-    job_id = Outcomes.enqueue({"outcome": "snooze"})
-    worker = WorkerProcess(manage_py, subprocess_env, "--executor", Outcomes.name)
-    try:
-        wait_until(lambda: status_of(job_id) == JobStatus.COMPLETE, 15, worker)
-    finally:
-        assert worker.stop() == 0
-    record = JobRecord.objects.get(pk=job_id)
-    # Snoozed once (recorded by the job), then completed on the same attempt number.
-    assert SideEffect.objects.filter(job_id=job_id, label="snoozed").count() == 1
-    assert record.attempt == 1 and errors_of(job_id) == []
-    assert f"job {job_id} test.outcomes attempt 1/2 snoozed in " in worker.output
-
-
-def test_timeouts_sync_and_async(manage_py, subprocess_env) -> None:
-    looping = SlowSync.enqueue({"seconds": 20, "timeout": 0.5})
-    blocking = SlowSync.enqueue({"seconds": 3, "timeout": 0.5, "blocking": True})
-    awaiting = SlowAsync.enqueue({"seconds": 20, "timeout": 0.5})
-    after = RecordEffect.enqueue({"label": "after"}, priority=5)
-    run_burst(manage_py, subprocess_env, "--concurrency", "3", timeout=30)
-    for job_id in (looping, blocking, awaiting):
-        record = JobRecord.objects.get(pk=job_id)
-        assert record.status == JobStatus.RETRYABLE, record
-        error = record.error_records.get()
-        assert (error.attempt, error.error_type) == (1, "timeout")
-        assert "0.5s" in error.message
-        # Recorded at the deadline, even for the job blocked in time.sleep(3).
-        assert error.recorded_at - record.attempted_at < timedelta(seconds=1.5)
-    # The interruptible sync job stopped; the worker stayed healthy and ran the next job.
-    assert not SideEffect.objects.filter(job_id=looping, label="finished").exists()
-    assert status_of(after) == JobStatus.COMPLETE
-
-
-def test_priority_then_schedule_then_id(manage_py, subprocess_env) -> None:
-    now = timezone.now()
-    order = [
-        RecordEffect.enqueue({"label": "p3"}, priority=3),
-        RecordEffect.enqueue({"label": "p0-later"}, priority=0, schedule_at=now),
-        RecordEffect.enqueue({"label": "p0-earlier"}, priority=0, schedule_at=now - timedelta(1)),
-        RecordEffect.enqueue({"label": "p1-a"}, priority=1, schedule_at=now),
-        RecordEffect.enqueue({"label": "p1-b"}, priority=1, schedule_at=now),
-    ]
-    run_burst(manage_py, subprocess_env, "--concurrency", "1")
-    labels = list(SideEffect.objects.order_by("id").values_list("label", flat=True))
-    assert labels == ["p0-earlier", "p0-later", "p1-a", "p1-b", "p3"]
-    assert JobRecord.objects.filter(pk__in=order, status=JobStatus.COMPLETE).count() == 5
-
-
 def test_future_jobs_wait_for_their_time(manage_py, subprocess_env) -> None:
     far = RecordEffect.enqueue({"label": "far"}, schedule_in=timedelta(hours=1))
     # A burst run leaves future jobs alone.
@@ -132,18 +86,6 @@ def test_future_jobs_wait_for_their_time(manage_py, subprocess_env) -> None:
     # The worker woke when the job was due rather than a whole poll interval later.
     assert effect.created_at - due_at < timedelta(seconds=0.9)
     assert status_of(far) == JobStatus.SCHEDULED
-
-
-def test_max_concurrency_per_executor(manage_py, subprocess_env) -> None:
-    ids = Limited.enqueue_many([{} for _ in range(6)])
-    run_burst(manage_py, subprocess_env, "--concurrency", "8", "--executor", Limited.name)
-    spans = []
-    for job_id in ids:
-        start = SideEffect.objects.get(job_id=job_id, label="start").created_at
-        end = SideEffect.objects.get(job_id=job_id, label="end").created_at
-        spans.append((start, end))
-    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
-    assert most == 2
 
 
 def test_executor_selection(manage_py, subprocess_env) -> None:

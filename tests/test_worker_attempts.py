@@ -1,13 +1,16 @@
 """Running attempts and recording their results never stops the worker: results that cannot be
 written as they are, raising signal receivers, exceptions that cannot be printed, async jobs that
-lose their database connection, and cancelling running jobs cooperatively.
+lose their database connection, results that arrive after the job was rescued, and cancelling
+running jobs (cooperatively, or at once without a grace).
 
-Most tests run a real worker process; the fallback for a write the backend refuses for good is
-tested in-process against a backend that refuses it."""
+The worker runs in the test process (``InProcessWorker``; the fallback for a write the backend
+refuses for good against a backend that refuses it), except where PostgreSQL kills the
+worker's connections: that one is a real worker process."""
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from demo.jobs import FetchExchangeRates, RecordEffect, SlowSync
+from demo.jobs import FetchExchangeRates, RecordEffect, SlowAsync, SlowSync
 from demo.models import SideEffect
-from django_rexecutor import InMemoryBackend, JobStatus
+from django_rexecutor import DjangoBackend, InMemoryBackend, JobStatus, signals
 from django_rexecutor.backends.base import TRUNCATED, ErrorDetails
 from django_rexecutor.models import JobErrorRecord, JobRecord, WorkerRecord
 from django_rexecutor.status import ERROR_TYPE_MAX_LENGTH
@@ -29,14 +32,23 @@ from tests.attempts_testapp.jobs import (
     Cooperative,
     CooperativeAsync,
     Unwritable,
+    _broken_receiver,
 )
-from tests.worker_support import WorkerProcess, status_of, wait_until
+from tests.worker_support import InProcessWorker, WorkerProcess, status_of, wait_until
 
 SETTINGS = "tests.settings_attempts"
 FINISHED = (JobStatus.COMPLETE, JobStatus.RETRYABLE, JobStatus.DISCARDED, JobStatus.CANCELLED)
 
 
-def start(manage_py: list[str], env: dict[str, str], *args: str, **options: Any) -> WorkerProcess:
+def start(**options: Any) -> InProcessWorker:
+    worker = InProcessWorker(**options)
+    worker.wait_for_output("started")
+    return worker
+
+
+def start_process(
+    manage_py: list[str], env: dict[str, str], *args: str, **options: Any
+) -> WorkerProcess:
     worker = WorkerProcess(manage_py, env, *args, settings=SETTINGS, **options)
     worker.wait_for_output("started")
     return worker
@@ -46,7 +58,7 @@ def finished(job_id: int) -> bool:
     return status_of(job_id) in FINISHED
 
 
-def assert_alive_and_stops_cleanly(worker: WorkerProcess) -> None:
+def assert_alive_and_stops_cleanly(worker: WorkerProcess | InProcessWorker) -> None:
     """A job enqueued now still completes, and SIGTERM then ends the worker cleanly: exit 0,
     nothing left executing, no worker row left behind."""
     probe = RecordEffect.enqueue({"label": "still alive"})
@@ -58,12 +70,9 @@ def assert_alive_and_stops_cleanly(worker: WorkerProcess) -> None:
 
 # -- item: results that cannot be written as they are -------------------------------------------
 @pytest.mark.parametrize("case", ["nul_message", "long_error_type", "int_backoff", "deleted"])
-@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_result_that_cannot_be_written_as_is_does_not_stop_the_worker(
-    manage_py, subprocess_env, case
-) -> None:
-    worker = start(manage_py, subprocess_env)
+def test_a_result_that_cannot_be_written_as_is_does_not_stop_the_worker(case) -> None:
+    worker = start()
     other = RecordEffect.enqueue({"label": "other", "sleep": 0.5})
     job_id = Unwritable.enqueue({"case": case})
     before = timezone.now()
@@ -99,19 +108,20 @@ def test_a_result_that_cannot_be_written_as_is_does_not_stop_the_worker(
 
 # -- item: signal receivers that raise -----------------------------------------------------------
 @pytest.mark.parametrize("broken", ["job_started", "job_finished"])
-@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_raising_signal_receiver_cannot_break_the_worker(
-    manage_py, subprocess_env, broken
-) -> None:
-    env = dict(subprocess_env, REXECUTOR_TEST_BROKEN_RECEIVER=broken)
-    worker = start(manage_py, env)
+def test_a_raising_signal_receiver_cannot_break_the_worker(broken) -> None:
+    signal = getattr(signals, broken)
+    signal.connect(_broken_receiver, dispatch_uid="attempts-broken")
     try:
-        jobs = [RecordEffect.enqueue({"label": "sync"}), FetchExchangeRates.enqueue()]
-        wait_until(lambda: all(status_of(j) == JobStatus.COMPLETE for j in jobs), 15, worker)
-        assert_alive_and_stops_cleanly(worker)
+        worker = start()
+        try:
+            jobs = [RecordEffect.enqueue({"label": "sync"}), FetchExchangeRates.enqueue()]
+            wait_until(lambda: all(status_of(j) == JobStatus.COMPLETE for j in jobs), 15, worker)
+            assert_alive_and_stops_cleanly(worker)
+        finally:
+            worker.kill()
     finally:
-        worker.kill()
+        signal.disconnect(dispatch_uid="attempts-broken")
     assert (
         f"{broken} receiver tests.attempts_testapp.jobs._broken_receiver failed for job "
         f"{jobs[0]} {RecordEffect.name}: RuntimeError: this receiver is broken"
@@ -120,13 +130,10 @@ def test_a_raising_signal_receiver_cannot_break_the_worker(
 
 # -- item: exceptions whose __str__ raises -------------------------------------------------------
 @pytest.mark.parametrize("executor", [BadStrSync, BadStrAsync], ids=["sync", "async"])
-@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_an_exception_that_cannot_be_printed_still_ends_its_job(
-    manage_py, subprocess_env, executor
-) -> None:
+def test_an_exception_that_cannot_be_printed_still_ends_its_job(executor) -> None:
     # One slot: if the failed attempt kept it, the next job would never run.
-    worker = start(manage_py, subprocess_env, "--concurrency", "1")
+    worker = start(concurrency=1)
     try:
         job_id = executor.enqueue()
         wait_until(lambda: finished(job_id), 15, worker)
@@ -141,12 +148,9 @@ def test_an_exception_that_cannot_be_printed_still_ends_its_job(
 
 
 # -- item: async jobs and lost database connections ----------------------------------------------
-@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_an_async_job_reaches_the_database_after_the_previous_one_lost_its_connection(
-    manage_py, subprocess_env
-) -> None:
-    worker = start(manage_py, subprocess_env)
+def test_an_async_job_reaches_the_database_after_the_previous_one_lost_its_connection() -> None:
+    worker = start()
     try:
         broken = AsyncOrm.enqueue({"break": True})
         wait_until(lambda: status_of(broken) == JobStatus.COMPLETE, 15, worker)
@@ -168,7 +172,7 @@ def test_async_jobs_reach_the_database_again_after_its_connections_are_killed(
     manage_py, subprocess_env
 ) -> None:
     # Persistent connections: the async ORM's connection is open when it is killed.
-    worker = start(manage_py, subprocess_env, persistent_connections=True)
+    worker = start_process(manage_py, subprocess_env, persistent_connections=True)
     try:
         first = AsyncOrm.enqueue({})
         wait_until(lambda: status_of(first) == JobStatus.COMPLETE, 15, worker)
@@ -196,11 +200,9 @@ def test_async_jobs_reach_the_database_again_after_its_connections_are_killed(
 # -- item: cooperative cancel of running jobs ----------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_cooperative_sync_job_sees_the_cancel_request_and_cleans_up(
-    manage_py, subprocess_env, tmp_path: Path
-) -> None:
+def test_a_cooperative_sync_job_sees_the_cancel_request_and_cleans_up(tmp_path: Path) -> None:
     marker = tmp_path / "cleanup"
-    worker = start(manage_py, subprocess_env)  # the default grace of 5 s
+    worker = start()  # the default grace of 5 s
     try:
         job_id = Cooperative.enqueue({"seconds": 30, "marker": str(marker)})
         wait_until(lambda: status_of(job_id) == JobStatus.EXECUTING, 15, worker)
@@ -220,10 +222,11 @@ def test_a_cooperative_sync_job_sees_the_cancel_request_and_cleans_up(
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_sync_job_that_ignores_the_cancel_request_is_interrupted_after_the_grace(
-    manage_py, subprocess_env
+    settings,
 ) -> None:
     grace = 1.5
-    worker = start(manage_py, subprocess_env, overrides={"CANCEL_GRACE": grace})
+    settings.REXECUTOR = {**settings.REXECUTOR, "CANCEL_GRACE": grace}
+    worker = start()
     try:
         job_id = SlowSync.enqueue({"seconds": 30})
         wait_until(lambda: SideEffect.objects.filter(job_id=job_id).exists(), 15, worker)
@@ -241,11 +244,9 @@ def test_a_sync_job_that_ignores_the_cancel_request_is_interrupted_after_the_gra
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_an_async_job_is_cancelled_at_once_and_can_clean_up(
-    manage_py, subprocess_env, tmp_path: Path
-) -> None:
+def test_an_async_job_is_cancelled_at_once_and_can_clean_up(tmp_path: Path) -> None:
     marker = tmp_path / "cleanup"
-    worker = start(manage_py, subprocess_env)
+    worker = start()
     try:
         job_id = CooperativeAsync.enqueue({"seconds": 30, "marker": str(marker)})
         wait_until(lambda: status_of(job_id) == JobStatus.EXECUTING, 15, worker)
@@ -257,6 +258,46 @@ def test_an_async_job_is_cancelled_at_once_and_can_clean_up(
         worker.kill()
     assert took < 2.5
     assert marker.read_text() == "cleaned up"
+
+
+# -- item: results that arrive too late, and cancel requests that need no grace ----------------
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_result_changes_nothing() -> None:
+    job_id = SlowSync.enqueue({"seconds": 2, "blocking": True})
+    worker = start(concurrency=1)
+    try:
+        wait_until(lambda: status_of(job_id) == JobStatus.EXECUTING, 20, worker)
+        # Another worker decides this one is dead (threshold 0) and rescues its job while
+        # attempt 1 is still running; then attempt 2 runs and completes.
+        assert DjangoBackend().rescue_orphaned_jobs(timedelta(0)) == [job_id]
+        wait_until(lambda: status_of(job_id) == JobStatus.COMPLETE, 20, worker)
+        worker.wait_for_output(f"job {job_id} test.slow_sync attempt 1/3 stale")
+    finally:
+        assert worker.stop() == 0
+    record = JobRecord.objects.get(pk=job_id)
+    assert record.attempt == 2
+    assert [(e.attempt, e.error_type) for e in record.error_records.all()] == [(1, "orphaned")]
+
+
+@pytest.mark.parametrize("executor", [SlowSync, SlowAsync], ids=["sync", "async"])
+@pytest.mark.django_db(transaction=True)
+def test_cancel_a_running_job(settings, executor) -> None:
+    job_id = executor.enqueue({"seconds": 30})
+    # SlowSync ignores job.cancel_requested: without a grace it is interrupted at once.
+    settings.REXECUTOR = {**settings.REXECUTOR, "CANCEL_GRACE": 0}
+    worker = start()
+    try:
+        wait_until(lambda: status_of(job_id) == JobStatus.EXECUTING, 20, worker)
+        executor.cancel_job(job_id, "changed my mind")
+        took = wait_until(lambda: status_of(job_id) == JobStatus.CANCELLED, 10, worker)
+    finally:
+        assert worker.stop() == 0
+    assert took < 3.0  # "within about a second", with room for a loaded CI machine
+    record = JobRecord.objects.get(pk=job_id)
+    assert record.cancelled_at is not None
+    assert [(e.attempt, e.error_type) for e in record.error_records.all()] == [(1, "cancelled")]
+    assert not SideEffect.objects.filter(job_id=job_id, label="finished").exists()
 
 
 # -- a write the backend refuses for good (in-process) -------------------------------------------

@@ -1,4 +1,5 @@
-"""Real worker processes: claim order across executors, and unreadable rows among good jobs."""
+"""The worker (in the test process, on the database backend): claim order across executors, and
+unreadable rows among good jobs."""
 
 from __future__ import annotations
 
@@ -10,32 +11,25 @@ from django_rexecutor import JobStatus
 from django_rexecutor.models import JobErrorRecord, JobRecord
 from django_rexecutor.status import ErrorType
 from tests.bad_rows import BAD_VALUES, POSTGRES_BAD_VALUES, corrupt
-from tests.worker_support import run_burst
+from tests.worker_support import run_burst_in_process
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# The worker's threads have their own connections: they need committed rows.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_priority_holds_across_executors_beside_a_capped_one(manage_py, subprocess_env) -> None:
+def test_priority_holds_across_executors_beside_a_capped_one() -> None:
     # test.limited (max_concurrency 2) makes the worker claim per executor; test.record comes
     # first in its list, yet its priority-9 jobs must wait for test.outcomes' priority-0 ones.
     routine = RecordEffect.enqueue_many([{"data": {}, "priority": 9} for _ in range(10)])
     urgent = Outcomes.enqueue_many([{"data": {"outcome": "done"}, "priority": 0} for _ in range(4)])
     executors = [RecordEffect.name, Outcomes.name, Limited.name]
-    run_burst(
-        manage_py,
-        subprocess_env,
-        "--concurrency",
-        "4",
-        *[arg for name in executors for arg in ("--executor", name)],
-    )
+    run_burst_in_process(*executors, concurrency=4)
     attempted = dict(JobRecord.objects.values_list("id", "attempted_at"))
     assert max(attempted[i] for i in urgent) <= min(attempted[i] for i in routine)
     assert JobRecord.objects.filter(status=JobStatus.COMPLETE).count() == 14
 
 
-def test_unreadable_rows_fail_alone_and_good_jobs_run_on_attempt_one(
-    manage_py, subprocess_env
-) -> None:
+def test_unreadable_rows_fail_alone_and_good_jobs_run_on_attempt_one() -> None:
     cases = dict(BAD_VALUES)
     if connection.vendor == "postgresql":
         cases |= POSTGRES_BAD_VALUES
@@ -47,7 +41,7 @@ def test_unreadable_rows_fail_alone_and_good_jobs_run_on_attempt_one(
         corrupt(job_id, column, value)
         bad[job_id] = (field, words)
         good.append(RecordEffect.enqueue({}, max_attempts=1))
-    output = run_burst(manage_py, subprocess_env, "--concurrency", "8")
+    output = run_burst_in_process(concurrency=8).output
     # (values_list: the bad rows are exactly what model instances cannot load)
     states = {pk: (s, a) for pk, s, a in JobRecord.objects.values_list("pk", "status", "attempt")}
     assert {states[i] for i in good} == {(JobStatus.COMPLETE, 1)}

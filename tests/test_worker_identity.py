@@ -1,6 +1,9 @@
 """Who a worker is and what time it is: one identity per process (a name is only a label), claims
 whose reply was lost are given back unspent, and every time the worker writes or compares is
-the database's, whatever its host's clock says."""
+the database's, whatever its host's clock says.
+
+In the test process, except where a process is the point: a killed one's restart, and a host
+clock that is off (it is shifted for the whole worker process)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from django_rexecutor.backends.base import Backend, EnqueuableJob
 from django_rexecutor.exceptions import ConfigurationError
 from django_rexecutor.models import JobRecord, WorkerRecord
 from django_rexecutor.worker import Worker
-from tests.worker_support import WorkerProcess, status_of, wait_until
+from tests.worker_support import InProcessWorker, WorkerProcess, status_of, wait_until
 
 FAST_RESCUE = {"HEARTBEAT_INTERVAL": 0.5, "RESCUE_AFTER": 2}
 
@@ -203,6 +206,27 @@ def test_a_name_too_long_for_an_identity_is_a_configuration_error() -> None:
     assert len(_worker(InMemoryBackend(), name="w" * 246).worker_id) == 255
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_with_the_same_name_both_work() -> None:
+    ids = RecordEffect.enqueue_many([{"data": {"sleep": 0.2}} for _ in range(16)])
+    twins = [InProcessWorker(name="twin", concurrency=2) for _ in range(2)]
+    try:
+        wait_until(lambda: WorkerRecord.objects.count() == 2, 20, *twins)
+        wait_until(
+            lambda: JobRecord.objects.filter(status=JobStatus.COMPLETE).count() == len(ids),
+            30,
+            *twins,
+        )
+    finally:
+        codes = [twin.stop() for twin in twins]
+    assert codes == [0, 0]
+    per_job = list(SideEffect.objects.values_list("job_id", flat=True))
+    assert sorted(per_job) == sorted(ids)
+    workers = set(SideEffect.objects.values_list("worker", flat=True))
+    assert len(workers) == 2 and all(w.startswith("twin@") for w in workers)
+    assert not JobRecord.objects.filter(error_records__isnull=False).exists()
+
+
 # -- real worker processes ------------------------------------------------------------------
 
 
@@ -229,31 +253,6 @@ def test_a_restart_under_the_same_name_rescues_the_killed_incarnations_job(
     assert [(e.attempt, e.error_type) for e in record.error_records.all()] == [(1, "orphaned")]
     [effect] = SideEffect.objects.filter(job_id=job_id)
     assert effect.attempt == 2 and effect.worker.startswith("box@") and effect.worker != dead
-
-
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_two_workers_with_the_same_name_both_work(manage_py, subprocess_env) -> None:
-    ids = RecordEffect.enqueue_many([{"data": {"sleep": 0.2}} for _ in range(16)])
-    twins = [
-        WorkerProcess(manage_py, subprocess_env, "--name", "twin", "--concurrency", "2")
-        for _ in range(2)
-    ]
-    try:
-        wait_until(lambda: WorkerRecord.objects.count() == 2, 20, *twins)
-        wait_until(
-            lambda: JobRecord.objects.filter(status=JobStatus.COMPLETE).count() == len(ids),
-            30,
-            *twins,
-        )
-    finally:
-        codes = [twin.stop() for twin in twins]
-    assert codes == [0, 0]
-    per_job = list(SideEffect.objects.values_list("job_id", flat=True))
-    assert sorted(per_job) == sorted(ids)
-    workers = set(SideEffect.objects.values_list("worker", flat=True))
-    assert len(workers) == 2 and all(w.startswith("twin@") for w in workers)
-    assert not JobRecord.objects.filter(error_records__isnull=False).exists()
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""LISTEN/NOTIFY wake-ups of ``DjangoBackend.wait_for_jobs`` (``notifiers.postgresql``)."""
+"""LISTEN/NOTIFY wake-ups of ``DjangoBackend.wait_for_jobs`` (``notifiers.postgresql``), and of
+an idle worker subscribed to the listener."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import time
 import pytest
 
 from demo.jobs import Outcomes, RecordEffect
-from django_rexecutor import DjangoBackend
+from django_rexecutor import DjangoBackend, JobStatus
 from django_rexecutor.notifiers.postgresql import connection_kwargs, get_notifier
+from tests.worker_support import InProcessWorker, status_of, wait_until
 
 
 def test_connection_kwargs_from_a_databases_entry() -> None:
@@ -70,3 +72,23 @@ def test_a_committed_enqueue_wakes_a_waiter_of_that_executor_only(backend) -> No
         waiter.join(10)
     assert woke[RecordEffect.name] < 1.5
     assert woke[Outcomes.name] >= 4.5
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_listen_notify_wakes_an_idle_worker(settings) -> None:
+    # Polling every 30 s: only a notification can explain a quick pickup.
+    settings.REXECUTOR = {**settings.REXECUTOR, "POLL_INTERVAL": 30}
+    worker = InProcessWorker(RecordEffect.name)
+    try:
+        worker.wait_for_output("started")
+        time.sleep(0.5)
+        latencies = []
+        for _ in range(3):
+            job_id = RecordEffect.enqueue({"label": "ping"})
+            latencies.append(
+                wait_until(lambda j=job_id: status_of(j) == JobStatus.COMPLETE, 10, worker)
+            )
+    finally:
+        assert worker.stop() == 0
+    assert max(latencies) < 1.0, latencies

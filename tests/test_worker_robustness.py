@@ -1,12 +1,13 @@
-"""The worker under stress and failure: many workers, kill -9, SIGTERM, stale results, cancel
-of running jobs, LISTEN/NOTIFY pickup and killed database connections."""
+"""Worker processes under stress and failure: many workers, kill -9, SIGTERM and SIGINT, killed
+database connections and an unreachable database. (Stale results and cancelling running jobs
+are tested in the test process: test_worker_attempts.py; LISTEN/NOTIFY pickup:
+test_worker_notify.py.)"""
 
 from __future__ import annotations
 
 import signal
 import time
 from collections import Counter
-from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from demo.jobs import RecordEffect, SlowAsync, SlowSync
 from demo.models import SideEffect
-from django_rexecutor import DjangoBackend, JobStatus
+from django_rexecutor import JobStatus
 from django_rexecutor.models import JobRecord, WorkerRecord
 from tests.worker_support import WorkerProcess, status_of, wait_until
 
@@ -111,59 +112,6 @@ def test_second_signal_exits_at_once_and_still_releases(manage_py, subprocess_en
     assert worker.wait(15) != 0
     assert time.monotonic() - started < 5
     assert (status_of(job_id), JobRecord.objects.get(pk=job_id).attempt) == ("scheduled", 0)
-
-
-def test_a_stale_result_changes_nothing(manage_py, subprocess_env) -> None:
-    job_id = SlowSync.enqueue({"seconds": 2, "blocking": True})
-    worker = WorkerProcess(manage_py, subprocess_env, "--concurrency", "1")
-    try:
-        wait_until(lambda: executing(job_id), 20, worker)
-        # Another worker decides this one is dead (threshold 0) and rescues its job while
-        # attempt 1 is still running; then attempt 2 runs and completes.
-        assert DjangoBackend().rescue_orphaned_jobs(timedelta(0)) == [job_id]
-        wait_until(lambda: status_of(job_id) == JobStatus.COMPLETE, 20, worker)
-        worker.wait_for_output(f"job {job_id} test.slow_sync attempt 1/3 stale")
-    finally:
-        assert worker.stop() == 0
-    record = JobRecord.objects.get(pk=job_id)
-    assert record.attempt == 2
-    assert [(e.attempt, e.error_type) for e in record.error_records.all()] == [(1, "orphaned")]
-
-
-@pytest.mark.parametrize("executor", [SlowSync, SlowAsync], ids=["sync", "async"])
-def test_cancel_a_running_job(manage_py, subprocess_env, executor) -> None:
-    job_id = executor.enqueue({"seconds": 30})
-    # SlowSync ignores job.cancel_requested: without a grace it is interrupted at once.
-    worker = WorkerProcess(manage_py, subprocess_env, overrides={"CANCEL_GRACE": 0})
-    try:
-        wait_until(lambda: executing(job_id), 20, worker)
-        executor.cancel_job(job_id, "changed my mind")
-        took = wait_until(lambda: status_of(job_id) == JobStatus.CANCELLED, 10, worker)
-    finally:
-        assert worker.stop() == 0
-    assert took < 3.0  # "within about a second", with room for a loaded CI machine
-    record = JobRecord.objects.get(pk=job_id)
-    assert record.cancelled_at is not None
-    assert [(e.attempt, e.error_type) for e in record.error_records.all()] == [(1, "cancelled")]
-    assert not SideEffect.objects.filter(job_id=job_id, label="finished").exists()
-
-
-@pytest.mark.postgres_only
-def test_listen_notify_wakes_an_idle_worker(manage_py, subprocess_env) -> None:
-    # Polling every 30 s: only a notification can explain a quick pickup.
-    worker = WorkerProcess(manage_py, subprocess_env, overrides={"POLL_INTERVAL": 30})
-    try:
-        worker.wait_for_output("started")
-        time.sleep(0.5)
-        latencies = []
-        for _ in range(3):
-            job_id = RecordEffect.enqueue({"label": "ping"})
-            latencies.append(
-                wait_until(lambda j=job_id: status_of(j) == JobStatus.COMPLETE, 10, worker)
-            )
-    finally:
-        assert worker.stop() == 0
-    assert max(latencies) < 1.0, latencies
 
 
 @pytest.mark.postgres_only

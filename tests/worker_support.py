@@ -1,16 +1,33 @@
-"""Starting and watching real ``rexecutor_worker`` processes in tests."""
+"""Running workers in tests: real ``rexecutor_worker`` processes (``WorkerProcess``, for what
+only a process shows: signals, kill -9, restarts, outages) and ``Worker`` objects in a thread of
+the test process (``InProcessWorker``, for the worker's logic), both watched the same way."""
 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
+from django.db import connections
+
+from django_rexecutor.backends.base import Backend
 from django_rexecutor.models import JobRecord
+from django_rexecutor.worker import Worker
+
+
+class Watched(Protocol):
+    """What ``wait_until`` needs of a worker: its output so far, and whether it ended."""
+
+    @property
+    def output(self) -> str: ...
+
+    def exited(self) -> bool: ...
 
 
 class WorkerProcess:
@@ -54,6 +71,9 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    def exited(self) -> bool:
+        return self.process.poll() is not None
+
     def wait_for_output(self, text: str, timeout: float = 20) -> None:
         wait_until(lambda: text in self.output, timeout, self)
 
@@ -89,8 +109,118 @@ def run_burst(manage_py: list[str], env: dict[str, str], *args: str, timeout: fl
     return worker.output
 
 
+class _Lines(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record) + "\n")
+
+
+class InProcessWorker:
+    """A ``Worker`` (no cron, no pruner, no signal handlers) running in a thread of the test
+    process, its ``django_rexecutor`` log lines collected as a subprocess's output is (at
+    ``-v 2``). Use it as a context manager, or end it with ``stop()``/``wait()``.
+
+    With ``DjangoBackend`` the worker's threads use their own database connections, so tests
+    need committed rows: ``@pytest.mark.django_db(transaction=True)``."""
+
+    def __init__(self, *executors: str, backend: Backend | None = None, **options: Any) -> None:
+        self.worker = Worker(
+            list(executors) or None,
+            backend=backend,
+            cron=False,
+            pruner=False,
+            handle_signals=False,
+            **options,
+        )
+        self.lines: list[str] = []
+        self.code: int | None = None
+        self.error: BaseException | None = None
+        self._handler = _Lines(self.lines)
+        self._logger = logging.getLogger("django_rexecutor")
+        self._level = self._logger.level
+        self._logger.addHandler(self._handler)
+        self._logger.setLevel(logging.DEBUG)
+        self._thread = threading.Thread(target=self._run, name="test-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.code = self.worker.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by wait()
+            self.error = exc
+        finally:
+            connections.close_all()  # the test database cannot be dropped while it is open
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def exited(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait_for_output(self, text: str, timeout: float = 20) -> None:
+        wait_until(lambda: text in self.output, timeout, self)
+
+    def wait(self, timeout: float = 30) -> int:
+        """Wait for the worker to end; its exit code (what raised in it is raised here)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.worker.stop()
+            self._thread.join(10)
+            self._detach()
+            raise AssertionError(f"worker did not exit in {timeout}s:\n{self.output}")
+        self._detach()
+        if self.error is not None:
+            raise self.error
+        assert self.code is not None
+        return self.code
+
+    def stop(self, timeout: float = 30) -> int:
+        """A graceful stop (what SIGTERM does), then ``wait``."""
+        self.worker.stop()
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        """End the worker if it still runs (a test's clean-up; an in-process worker cannot be
+        killed, so it is stopped without waiting for its jobs)."""
+        if self._thread.is_alive():
+            self.worker.shutdown_timeout = 0
+            self.worker.stop()
+            self._thread.join(10)
+        self._detach()
+
+    def _detach(self) -> None:
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._level)
+
+    def __enter__(self) -> InProcessWorker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+
+def run_burst_in_process(
+    *executors: str, backend: Backend | None = None, timeout: float = 60, **options: Any
+) -> InProcessWorker:
+    """Run a ``burst`` worker to its end in the test process; asserts exit code 0."""
+    worker = InProcessWorker(*executors, backend=backend, burst=True, **options)
+    code = worker.wait(timeout)
+    assert code == 0, worker.output
+    return worker
+
+
 def wait_until(
-    condition: Callable[[], object], timeout: float, *workers: WorkerProcess, interval: float = 0.05
+    condition: Callable[[], object], timeout: float, *workers: Watched, interval: float = 0.05
 ) -> float:
     """Poll ``condition`` until true; returns the seconds it took. Fails (with the workers'
     output) on time-out or if a worker exits meanwhile."""
@@ -99,7 +229,7 @@ def wait_until(
         if condition():
             return time.monotonic() - start
         for worker in workers:
-            if worker.process.poll() is not None:
+            if worker.exited():
                 raise AssertionError(f"worker exited early:\n{worker.output}")
         time.sleep(interval)
     outputs = "\n".join(w.output for w in workers)

@@ -5,7 +5,7 @@ same transition rules as the Python API."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -13,13 +13,10 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from ..backends import get_backend
-from ..backends.base import BulkResult, SkipReason
-from ..backends.orm import DjangoBackend
+from ..backends.values import BulkResult
 from ..models import JobRecord
-
-if TYPE_CHECKING:
-    from .jobs import JobRecordAdmin
+from ..transitions import SkipReason
+from .access import admin_backend
 
 #: Admin wording of the backend's skip reasons.
 SKIP_REASONS = {
@@ -28,16 +25,6 @@ SKIP_REASONS = {
     SkipReason.FINISHED: gettext_lazy("already finished"),
     SkipReason.NOT_FOUND: gettext_lazy("no longer exists"),
 }
-
-
-def admin_backend(alias: str) -> DjangoBackend:
-    """The backend that owns the rows the admin shows: the configured one when it stores
-    jobs in the database (a ``DjangoBackend`` or a subclass), else a plain ``DjangoBackend``
-    (e.g. while tests install an in-memory backend)."""
-    backend = get_backend()
-    if isinstance(backend, DjangoBackend):
-        return backend.using(alias)
-    return DjangoBackend(alias)
 
 
 def cancel_reason(request: HttpRequest) -> str:
@@ -119,7 +106,7 @@ def _ids(queryset: QuerySet[Any]) -> list[int]:
 
 @admin.action(permissions=["rerun"], description=gettext_lazy("Rerun selected jobs"))
 def rerun_selected(
-    modeladmin: JobRecordAdmin, request: HttpRequest, queryset: QuerySet[Any]
+    modeladmin: admin.ModelAdmin[JobRecord], request: HttpRequest, queryset: QuerySet[Any]
 ) -> None:
     result = admin_backend(queryset.db).rerun_jobs(_ids(queryset))
     log_history(request, queryset.db, result, "rerun")
@@ -128,7 +115,7 @@ def rerun_selected(
 
 @admin.action(permissions=["cancel"], description=gettext_lazy("Cancel selected jobs"))
 def cancel_selected(
-    modeladmin: JobRecordAdmin, request: HttpRequest, queryset: QuerySet[Any]
+    modeladmin: admin.ModelAdmin[JobRecord], request: HttpRequest, queryset: QuerySet[Any]
 ) -> None:
     result = admin_backend(queryset.db).cancel_jobs(_ids(queryset), cancel_reason(request))
     log_history(request, queryset.db, result, "cancel")

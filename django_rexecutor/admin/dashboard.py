@@ -17,11 +17,11 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 
-from ..backends.base import WorkerInfo
+from ..backends.values import WorkerInfo
 from ..conf import rexecutor_settings
 from ..models import JobErrorRecord, JobRecord
 from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
-from .actions import admin_backend
+from .access import admin_backend
 from .badges import FAILED_COLOUR, PALETTE, badge
 from .changelist import EstimatedCountPaginator, estimated_rows
 

@@ -23,10 +23,10 @@ from django.views.decorators.http import require_POST
 from ..conf import rexecutor_settings
 from ..decoding import Unreadable, read_datetime, read_json, read_tags
 from ..models import JSON_FIELDS, TIMESTAMP_FIELDS, JobErrorRecord, JobRecord
-from ..status import READY_STATUSES, TERMINAL_STATUSES, JobStatus
+from ..transitions import CANCELLABLE, RERUNNABLE
 from . import dashboard
+from .access import admin_backend
 from .actions import (
-    admin_backend,
     cancel_reason,
     cancel_selected,
     log_history,
@@ -37,9 +37,6 @@ from .badges import badge, badge_css
 from .changelist import EstimatedCountPaginator, JobChangeList
 from .filters import ExecutorFilter, TagFilter, known_executors
 
-#: Statuses from which each action applies (mirrors the backends' transition rules).
-RERUNNABLE = frozenset(TERMINAL_STATUSES | {JobStatus.RETRYABLE})
-CANCELLABLE = frozenset(READY_STATUSES | {JobStatus.EXECUTING})
 #: Search terms that are ids must fit a 64-bit primary key.
 MAX_ID = 2**63 - 1
 

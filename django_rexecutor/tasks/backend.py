@@ -31,8 +31,9 @@ from django.utils import timezone
 from ..backends import get_backend
 from ..exceptions import JobNotFound
 from ..job import Job
+from .configured import register_backend_class
 from .exceptions import TaskNotAllowed
-from .executors import EXECUTOR_PREFIX, _send, executor_for_queue, executor_name
+from .executors import EXECUTOR_PREFIX, executor_for_queue, executor_name
 from .loading import register_task, resolve_task
 from .options import (
     DEFAULT_POLICY,
@@ -43,8 +44,10 @@ from .options import (
     task_policy,
 )
 from .results import Payload, to_json_value, to_our_priority, to_task_result
+from .signals import send_task_signal
 
 
+@register_backend_class
 class RexecutorTaskBackend(BaseTaskBackend):
     """A ``TASKS`` backend with results, retries, priorities and real workers."""
 
@@ -109,7 +112,7 @@ class RexecutorTaskBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
-        _send(task_enqueued, result)
+        send_task_signal(task_enqueued, result)
         return result
 
     @staticmethod

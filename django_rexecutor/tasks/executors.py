@@ -23,10 +23,12 @@ from ..executor import Executor
 from ..job import Job
 from ..outcomes import Cancel, Done, ExecutionError
 from ..status import ErrorType
+from .configured import is_backend_class, rexecutor_backend
 from .exceptions import TaskNotAllowed
-from .loading import discover_tasks, resolve_task, rexecutor_backend
+from .loading import discover_tasks, resolve_task
 from .options import DEFAULT_POLICY, task_policy
 from .results import Payload, class_path, to_json_value, to_task_result
+from .signals import send_task_signal
 
 logger = logging.getLogger("django_rexecutor.tasks")
 
@@ -64,7 +66,7 @@ class TaskExecutor(Executor, abstract=True):
             raise TaskFailed(f"{class_path(type(exc))}: {exc}") from exc
 
         result = to_task_result(job, task, payload)
-        _send(task_started, result)
+        send_task_signal(task_started, result)
         try:
             if task.takes_context:
                 context: TaskContext[..., Any] = TaskContext(task_result=result)
@@ -102,7 +104,7 @@ class TaskExecutor(Executor, abstract=True):
             )
         else:
             object.__setattr__(result, "_return_value", value)
-        _send(task_finished, result)
+        send_task_signal(task_finished, result)
 
     def backoff(self, job: Job) -> timedelta:
         """The task's own backoff, else its backend's, else the engine default."""
@@ -112,22 +114,6 @@ class TaskExecutor(Executor, abstract=True):
         policy = task_policy(task).over(backend.retry_policy).over(DEFAULT_POLICY)
         assert policy.backoff is not None
         return policy.backoff.backoff(job.attempt)
-
-
-def _send(signal: Any, result: TaskResult) -> None:
-    """Send a Django task signal; a failing receiver is logged, never fails (and so re-runs)
-    the task."""
-    from .backend import RexecutorTaskBackend
-
-    for receiver, response in signal.send_robust(sender=RexecutorTaskBackend, task_result=result):
-        if isinstance(response, Exception):
-            logger.error(
-                "%r receiver %r failed for task result %s",
-                signal,
-                receiver,
-                result.id,
-                exc_info=response,
-            )
 
 
 def executor_for_queue(queue_name: str) -> type[TaskExecutor]:
@@ -154,15 +140,13 @@ def register_task_executors() -> None:
     """Register the executor of every queue of every ``RexecutorTaskBackend`` in ``TASKS``,
     then, if there is one, import installed apps' ``tasks`` modules so that their tasks are
     registered (called from the app's ``ready()``; no database access)."""
-    from .backend import RexecutorTaskBackend
-
     ours = False
     for params in (getattr(settings, "TASKS", None) or {}).values():
         try:
             backend_cls = import_string(params.get("BACKEND", ""))
         except ImportError:
             continue  # Django's own check reports it.
-        if isinstance(backend_cls, type) and issubclass(backend_cls, RexecutorTaskBackend):
+        if is_backend_class(backend_cls):
             ours = True
             for queue_name in params.get("QUEUES", [DEFAULT_TASK_QUEUE_NAME]):
                 if isinstance(queue_name, str) and queue_name:

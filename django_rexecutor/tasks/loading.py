@@ -14,16 +14,14 @@ import importlib
 import sys
 from typing import TYPE_CHECKING
 
-from django.tasks import Task, task_backends
-from django.tasks.exceptions import InvalidTaskBackend
+from django.tasks import Task
 from django.utils.module_loading import autodiscover_modules
 
+from .configured import rexecutor_backend
 from .exceptions import TaskNotAllowed
 
 if TYPE_CHECKING:
     from types import ModuleType
-
-    from .backend import RexecutorTaskBackend
 
 #: The module name Django's convention gives task modules; imported in every installed app.
 TASKS_MODULE = "tasks"
@@ -43,21 +41,6 @@ def discover_tasks() -> None:
     """Import the ``tasks`` module of every installed app, so that its tasks are registered
     (like the admin does with ``admin.py``)."""
     autodiscover_modules(TASKS_MODULE)
-
-
-def rexecutor_backend(alias: str) -> RexecutorTaskBackend:
-    """The task backend configured as ``alias``, which must be one of ours."""
-    from .backend import RexecutorTaskBackend
-
-    try:
-        backend = task_backends[alias]
-    except InvalidTaskBackend:
-        raise TaskNotAllowed(f"TASKS has no backend {alias!r}.") from None
-    if not isinstance(backend, RexecutorTaskBackend):
-        raise TaskNotAllowed(
-            f"TASKS[{alias!r}] is {type(backend).__qualname__}, not a RexecutorTaskBackend."
-        )
-    return backend
 
 
 def module_is_allowed(module: str, allowed: tuple[str, ...]) -> bool:

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from asgiref.sync import sync_to_async
-from django.db import close_old_connections
 from django.utils import timezone
 
 from ..backends.base import Backend, Claim, ErrorDetails, storable_text
@@ -362,22 +360,6 @@ def _receiver_name(receiver: object) -> str:
     module = getattr(receiver, "__module__", None)
     qualname = getattr(receiver, "__qualname__", None) or _safe_repr(receiver)
     return f"{module}.{qualname}" if module else str(qualname)
-
-
-def tidy_connections() -> None:
-    """``close_old_connections()`` for the calling thread, as Django does around a request:
-    closes a connection past its ``CONN_MAX_AGE`` or broken by an earlier error, so the next
-    query reconnects. Called around every attempt; a failure here is not the job's."""
-    try:
-        close_old_connections()
-    except Exception:
-        logger.debug("Closing old database connections failed", exc_info=True)
-
-
-async def atidy_connections() -> None:
-    """``tidy_connections`` in the thread where Django's async ORM runs its queries (the one
-    ``sync_to_async`` uses for thread-sensitive calls), whose connection nothing else tidies."""
-    await sync_to_async(tidy_connections)()
 
 
 def elapsed_since(start: float) -> float:

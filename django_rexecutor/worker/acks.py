@@ -1,0 +1,130 @@
+"""The result queue: the outcomes of ended attempts, waiting to be written.
+
+Completions go out in one fenced batch (``Backend.complete_jobs``), every other outcome one by
+one (``record_result``). A result leaves the queue only once written, so a database error
+(``DB_ERRORS``, raised to the caller) just retries it on the next flush. Each written result
+is reported once: counted in ``stats``, logged on one line, and sent with ``job_finished``
+unless the write found the job no longer ours."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+
+from ..backends.base import Backend, Claim
+from ..query import IdIn
+from ..status import JobStatus
+from .attempts import Attempt, Outcome
+from .clock import WorkerClock
+from .connections import DB_ERRORS
+from .execution import (
+    CANCELLED,
+    COMPLETE,
+    DONE_RESULT,
+    STALE,
+    AttemptResult,
+    describe_exception,
+    log_outcome,
+    record_result,
+    send_finished,
+)
+
+logger = logging.getLogger("django_rexecutor.worker")
+
+
+class ResultQueue:
+    """Results to write through ``backend`` (times by ``clock``), counted in ``stats`` (outcome
+    → count). Main thread only."""
+
+    def __init__(self, backend: Backend, clock: WorkerClock, stats: Counter[str]) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.stats = stats
+        self._to_write: deque[Outcome] = deque()
+
+    def __len__(self) -> int:
+        return len(self._to_write)
+
+    def add(self, attempt: Attempt, result: AttemptResult) -> None:
+        self._to_write.append((attempt, result))
+
+    def extend(self, outcomes: Iterable[Outcome]) -> None:
+        self._to_write.extend(outcomes)
+
+    def job_ids(self) -> set[int]:
+        """The jobs whose result is still to be written (they are still ours)."""
+        return {a.job.id for a, _ in self._to_write}
+
+    def flush(self) -> None:
+        """Write queued results: completions in one batch, the rest one by one. A result leaves
+        the queue only once written, so a database error just retries it later."""
+        if not self._to_write:
+            return
+        done = [
+            (a, r) for a, r in self._to_write if r is DONE_RESULT and not a.job.cancel_requested
+        ]
+        if done and self._complete(done):
+            finished = {id(a) for a, _ in done}
+            self._to_write = deque((a, r) for a, r in self._to_write if id(a) not in finished)
+        while self._to_write:
+            attempt, result = self._to_write[0]
+            outcome, recorded = record_result(
+                self.backend, attempt.instance, attempt.job, result, now=self.clock.now()
+            )
+            self._to_write.popleft()
+            self._report(attempt, outcome, recorded)
+
+    def _complete(self, done: list[Outcome]) -> bool:
+        """Acknowledge completions in one batch and report them; ``False`` if the backend
+        refused the batch for good, leaving them to be written (and reported) one by one."""
+        try:
+            written = self.backend.complete_jobs([Claim.of(a.job) for a, _ in done])
+        except DB_ERRORS:
+            raise
+        except Exception as exc:  # one bad row must not block the others
+            logger.error(
+                "Acknowledging %d completed job(s) at once failed (%s); writing them one by one",
+                len(done), describe_exception(exc), exc_info=exc,
+            )  # fmt: skip
+            return False
+        outcomes = [COMPLETE] * len(done)
+        if written != len(done):
+            outcomes = self._settled_outcomes([a for a, _ in done])
+        for (attempt, result), outcome in zip(done, outcomes, strict=True):
+            self._report(attempt, outcome, result)
+        return True
+
+    def _settled_outcomes(self, attempts: list[Attempt]) -> list[str]:
+        """After a partly refused batch of completions, find out what each job became: complete
+        (by us), cancelled (a cancel request won) or stale (no longer ours)."""
+        try:
+            found = self.backend.query(IdIn(tuple(a.job.id for a in attempts)))
+        except DB_ERRORS:
+            raise
+        except Exception as exc:  # the writes are done; only the report is unsure
+            logger.error(
+                "Reading back %d acknowledged job(s) failed (%s); reporting them as stale",
+                len(attempts), describe_exception(exc), exc_info=exc,
+            )  # fmt: skip
+            found = []
+        jobs = {j.id: j for j in found}
+        outcomes = []
+        for attempt in attempts:
+            job = jobs.get(attempt.job.id)
+            ours = job is not None and job.attempt == attempt.job.attempt
+            if ours and job is not None and job.status == JobStatus.COMPLETE:
+                outcomes.append(COMPLETE)
+            elif ours and job is not None and job.status == JobStatus.CANCELLED:
+                outcomes.append(CANCELLED)
+            else:
+                outcomes.append(STALE)
+        return outcomes
+
+    def _report(self, attempt: Attempt, outcome: str, result: AttemptResult) -> None:
+        duration = time.monotonic() - attempt.started
+        self.stats[outcome] += 1
+        log_outcome(attempt.job, outcome, duration, result)
+        if outcome != STALE:
+            send_finished(attempt.executor_cls, attempt.job, outcome, duration)
