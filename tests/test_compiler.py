@@ -11,8 +11,8 @@ import pytest
 from django.db.models import Q
 
 from django_rexecutor import DjangoBackend, JobStatus, Where
-from django_rexecutor.backends.compiler import MATCH_ALL, MATCH_NONE, compile_query
-from django_rexecutor.backends.sql import to_job
+from django_rexecutor.backends.django.compiler import MATCH_ALL, MATCH_NONE, compile_query
+from django_rexecutor.backends.django.rows import to_job
 from django_rexecutor.models import JobRecord
 from django_rexecutor.query import (
     And,

@@ -18,8 +18,9 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_rexecutor.backends.base import Claim, PruneRule
+from django_rexecutor.backends.django.engines.postgresql import advisory_lock_key
 from django_rexecutor.backends.memory import InMemoryBackend
-from django_rexecutor.backends.orm import DjangoBackend, advisory_lock_key
+from django_rexecutor.backends.orm import DjangoBackend
 from django_rexecutor.exceptions import ConfigurationError
 from django_rexecutor.models import JobErrorRecord, JobRecord
 from django_rexecutor.plugins.pruner import LOCK_NAME, Pruner, check_pruner

@@ -1,0 +1,283 @@
+"""The ``Engine`` interface: what the Django backend leaves to each database vendor.
+
+The backend's parts (``enqueue``, ``claims``, ``changes``, ``reading``, ``upkeep``) are written
+once, against Django's ORM and this interface. An engine holds the few things that differ
+between databases: the statements of the hot paths (claim, batched completion, insert), how
+enqueues with a uniqueness rule are serialised, the delete of pruning, the clock, locks for
+periodic work and wake-ups. Where standard SQL or the ORM serves every database, the
+implementation here is the one engines inherit; an engine overrides it to go faster.
+
+An engine is bound to a database alias, never to a connection object: Django's connections
+belong to threads, so each operation looks its connection up."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, ClassVar
+
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.functions import Now
+from django.db.models.sql import Query
+from django.utils import timezone
+
+from ....encoding import to_json
+from ....models import JobErrorRecord, JobRecord
+from ....notifiers.base import Notifier
+from ....notifiers.local import LocalNotifier
+from ....status import READY_STATUSES, JobStatus
+from ....validation import check_payload_size, check_payloads
+from ...values import Claim, EnqueuableJob
+from ..rows import JOB_COLUMNS
+
+JOB_TABLE = JobRecord._meta.db_table
+READY = sorted(s.value for s in READY_STATUSES)
+SCHEDULED = JobStatus.SCHEDULED.value
+#: Columns a new job's row sets explicitly (the others keep their NULL defaults), in the order
+#: of ``encoded_row``.
+INSERT_COLUMNS = (
+    "executor, status, data, metadata, attempt, max_attempts, priority, tags, unique_key,"
+    " inserted_at, scheduled_at"
+)
+#: What a claim returns: a job's columns, and whether the job has an error history, so that
+#: the history is fetched only for jobs that have one (usually none).
+CLAIM_RETURNING = (
+    f"{JOB_COLUMNS}, EXISTS (SELECT 1 FROM {JobErrorRecord._meta.db_table} e"
+    f" WHERE e.job_id = {JOB_TABLE}.id)"
+)
+#: ``complete``; ``IN (VALUES …)`` because SQLite takes row values only from a subquery.
+COMPLETE_SQL = (
+    f"UPDATE {JOB_TABLE} SET status = '{JobStatus.COMPLETE.value}', completed_at = {{now}}"
+    f" WHERE status = '{JobStatus.EXECUTING.value}' AND cancel_requested_at IS NULL"
+    " AND (id, attempt, claimed_by) IN (VALUES {fence}) RETURNING id"
+)
+#: Claims per completion statement (3 parameters each: under SQLite's variable limit).
+FENCE_CHUNK = 250
+_NOW_SQL: dict[str, str] = {}
+
+
+class Engine(ABC):
+    """One database vendor's way of doing the Django backend's vendor-specific work."""
+
+    #: The ``connection.vendor`` this engine serves.
+    vendor: ClassVar[str]
+    #: ``wait_for_jobs`` is woken by enqueues from other processes.
+    supports_notifications: ClassVar[bool] = False
+    #: SQL of the database's clock as the claim compares it with ``scheduled_at`` (the "due"
+    #: cut-off) and as it writes ``attempted_at``: a worker whose clock is wrong neither claims
+    #: jobs early nor misses due ones.
+    due_sql: ClassVar[str]
+    attempted_at_sql: ClassVar[str]
+    #: Appended to each of the claim's sub-selects: the row locks that keep two concurrent
+    #: claims from taking the same job (nothing where the database runs one writer at a time).
+    claim_lock_sql: ClassVar[str] = ""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self._local_notifier: LocalNotifier | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(alias={self.alias!r})"
+
+    @property
+    def connection(self) -> BaseDatabaseWrapper:
+        """The calling thread's connection to the alias."""
+        return connections[self.alias]
+
+    def atomic(self) -> transaction.Atomic:
+        return transaction.atomic(using=self.alias)
+
+    def hot_cursor(self) -> Any:
+        """The cursor of the statements that run per job or per claim (claim, completion,
+        insert); an engine returns a cheaper one where its driver has it."""
+        return self.connection.cursor()
+
+    # -- enqueue -------------------------------------------------------------------------
+    def insert(self, job: EnqueuableJob, limit: int | None) -> int:
+        """Insert one job in the caller's transaction and return its id."""
+        record = new_record(job, limit)
+        record.save(using=self.alias, force_insert=True)
+        return int(record.pk)
+
+    def insert_many(self, jobs: Sequence[EnqueuableJob], limit: int | None) -> list[int]:
+        """Insert ``jobs`` (none with a uniqueness rule) at once; their ids, in order."""
+        records = JobRecord.objects.using(self.alias).bulk_create(
+            [new_record(j, limit) for j in jobs], batch_size=5000
+        )
+        return [int(r.pk) for r in records]
+
+    def unique_transaction(self) -> AbstractContextManager[None]:
+        """The transaction (a savepoint inside the caller's) of enqueues with a uniqueness
+        rule: each one's ``lock_slot``, duplicate check and insert run in it."""
+        return self.atomic()
+
+    @abstractmethod
+    def lock_slot(self, slot: int) -> None:
+        """Serialise, until the current transaction ends, enqueues whose uniqueness rules
+        share ``slot`` (``UniquenessCriteria.lock_slot``): the next one waits, and then sees
+        the job this one inserted."""
+
+    # -- claims --------------------------------------------------------------------------
+    def claim(self, worker_id: str, wanted: Mapping[str, int], limit: int) -> list[Any]:
+        """Claim up to ``limit`` ready jobs, at most ``wanted[name]`` of each executor, for
+        ``worker_id``; their rows as ``CLAIM_RETURNING`` lists them."""
+        sql, params = claim_sql(self, worker_id, wanted, limit)
+        # One statement, so autocommit makes it atomic without a BEGIN/COMMIT round trip.
+        with self.hot_cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    def complete(self, claims: Sequence[Claim]) -> set[int]:
+        """Mark the jobs of ``claims`` complete where each is still executing under its claim
+        and no cancel was requested; the ids written."""
+        completed_sql = COMPLETE_SQL.replace("{now}", self.now_sql)
+        completed: set[int] = set()
+        # One autocommitted statement per chunk (atomic on its own, one round trip).
+        with self.hot_cursor() as cursor:
+            for start in range(0, len(claims), FENCE_CHUNK):
+                chunk = claims[start : start + FENCE_CHUNK]
+                fence = ", ".join(["(%s, %s, %s)"] * len(chunk))
+                params: list[Any] = []
+                for c in chunk:
+                    params += (c.job_id, c.attempt, c.worker_id)
+                cursor.execute(completed_sql.replace("{fence}", fence), params)
+                completed.update(row[0] for row in cursor.fetchall())
+        return completed
+
+    # -- pruning -------------------------------------------------------------------------
+    @abstractmethod
+    def delete_jobs(self, ids: Sequence[int], where: str, params: Sequence[Any]) -> int:
+        """Delete, with their errors and in one short transaction, the jobs among ``ids`` that
+        the SQL condition ``where`` (on the job table, with ``params``) still matches when they
+        are deleted; how many jobs went."""
+
+    # -- periodic work ------------------------------------------------------------------
+    @abstractmethod
+    def try_lock(self, name: str) -> AbstractContextManager[bool]:
+        """``Backend.try_lock``: whether the caller now holds the lock ``name``; never
+        waits, released at the block's end or when the holder's connection dies."""
+
+    # -- clock and wake-ups --------------------------------------------------------------
+    @property
+    def now_sql(self) -> str:
+        """The database's current time as SQL (what Django's ``Now()`` compiles to), for the
+        raw statements: every timestamp the backend writes or compares comes from the
+        database's clock, never from the clock of the host that sends the statement."""
+        sql = _NOW_SQL.get(self.vendor)
+        if sql is None:
+            connection = self.connection
+            compiler = connection.ops.compiler("SQLCompiler")(Query(None), connection, None)
+            sql = _NOW_SQL[self.vendor] = str(compiler.compile(Now())[0])
+        return sql
+
+    def current_time(self) -> datetime:
+        with self.connection.cursor() as cursor:
+            # Parameters (none) given, so the SQL's escaped % signs are unescaped on SQLite.
+            cursor.execute(f"SELECT {self.now_sql}", [])
+            return self.clock_value(cursor.fetchone()[0])
+
+    def clock_value(self, value: Any) -> datetime:
+        """``value``, the database's answer to ``SELECT now_sql``, as an aware datetime."""
+        return value
+
+    def notifier(self) -> Notifier:
+        """The notifier announcing the database's newly ready jobs and cancel requests; one
+        for this process only where the database has no notifications of its own."""
+        notifier = self._local_notifier
+        if notifier is None or notifier.stopped:  # a worker stops it when it shuts down
+            notifier = self._local_notifier = LocalNotifier()
+        return notifier
+
+    def wait_for_jobs(self, executors: Collection[str], timeout: float) -> None:
+        """Block up to ``timeout`` seconds, or until a job of ``executors`` may be ready;
+        without notifications, just sleep (the caller's polling is the guarantee)."""
+        time.sleep(max(0.0, timeout))
+
+
+def new_record(job: EnqueuableJob, limit: int | None) -> JobRecord:
+    """The unsaved model instance of a new job (its payloads checked against ``limit``)."""
+    check_payloads(job, limit)
+    return JobRecord(
+        executor=job.executor,
+        status=JobStatus.SCHEDULED,
+        data=job.data,
+        metadata=job.metadata,
+        max_attempts=job.max_attempts,
+        priority=job.priority,
+        tags=list(job.tags),
+        scheduled_at=job.scheduled_at,
+        inserted_at=timezone.now(),
+        unique_key=job.unique_key,
+    )
+
+
+def encoded_row(job: EnqueuableJob, now: datetime, limit: int | None) -> tuple[Any, ...]:
+    """The values of ``INSERT_COLUMNS`` for a new job, JSON already encoded (and checked
+    against ``limit`` as it is), for engines that insert with raw SQL."""
+    data, metadata = (
+        None if value is None else check_payload_size(to_json(value), what=what, limit=limit)
+        for what, value in (("data", job.data), ("metadata", job.metadata))
+    )
+    tags = check_payload_size(to_json(job.tags), what="tags", limit=limit) if job.tags else "[]"
+    return (
+        job.executor,
+        SCHEDULED,
+        data,
+        metadata,
+        0,
+        job.max_attempts,
+        job.priority,
+        tags,
+        job.unique_key,
+        now,
+        job.scheduled_at,
+    )
+
+
+def claim_sql(
+    engine: Engine, worker_id: str, wanted: Mapping[str, int], limit: int
+) -> tuple[str, list[Any]]:
+    """The claim statement: up to ``limit`` ready jobs, at most ``wanted[name]`` of each
+    executor, most urgent first across all executors (priority, ``scheduled_at``, id).
+
+    Executors that may take the whole ``limit`` share one sub-select (the common case: a
+    single indexed select). Each executor with a smaller capacity gets its own sub-select
+    limited to it; the union holds every job the claim may take, and the outer ``ORDER BY``
+    picks the most urgent of them. Each sub-select ends with the engine's
+    ``claim_lock_sql``."""
+    cutoff = engine.due_sql
+    lock = engine.claim_lock_sql
+    ready = ", ".join(f"'{s}'" for s in READY)
+    shared = [name for name, n in wanted.items() if n >= limit]
+    capped = {name: n for name, n in wanted.items() if n < limit}
+    due = f"FROM {JOB_TABLE} WHERE status IN ({ready}) AND scheduled_at <= {cutoff}"
+    order = "ORDER BY priority, scheduled_at, id"
+    params: list[Any] = []
+    if not capped:
+        marks = ", ".join(["%s"] * len(shared))
+        candidates = f"SELECT id {due} AND executor IN ({marks}) {order} LIMIT %s{lock}"
+        params += [*shared, limit]
+    else:
+        selects: list[str] = []
+        groups = [(shared, limit)] if shared else []
+        groups += [([name], n) for name, n in capped.items()]
+        for names, n in groups:
+            marks = ", ".join(["%s"] * len(names))
+            selects.append(
+                f"SELECT * FROM (SELECT id, priority, scheduled_at {due}"
+                f" AND executor IN ({marks}) {order} LIMIT %s{lock}) AS c{len(selects)}"
+            )
+            params += [*names, n]
+        union = " UNION ALL ".join(selects)
+        candidates = f"SELECT id FROM ({union}) AS candidates {order} LIMIT %s"
+        params.append(limit)
+    sql = (
+        f"UPDATE {JOB_TABLE} SET status = '{JobStatus.EXECUTING.value}', attempt = attempt + 1,"
+        f" attempted_at = {engine.attempted_at_sql}, claimed_by = %s, cancel_requested_at = NULL"
+        f" WHERE id IN ({candidates}) RETURNING {CLAIM_RETURNING}"
+    )
+    return sql, [worker_id, *params]
