@@ -29,7 +29,7 @@ from .status import JobStatus
 from .uniqueness import Replace, UniquenessCriteria
 
 if TYPE_CHECKING:
-    from .backends.orm import DjangoBackend
+    from .backends.django import DjangoBackend
 
 __version__ = "0.1.0"
 
@@ -65,7 +65,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "DjangoBackend":
-        from .backends.orm import DjangoBackend
+        from .backends.django import DjangoBackend
 
         return DjangoBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

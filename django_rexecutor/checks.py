@@ -147,13 +147,10 @@ def check_pgtrigger(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> 
 
 
 #: Database vendors whose locking the Django backend's uniqueness guarantee is built on.
-_UNIQUENESS_VENDORS = ("postgresql", "sqlite")
-
-
 def check_enqueue(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
     """Settings and databases under which enqueue cannot keep its promises."""
     from .backends import _load
-    from .backends.orm import DjangoBackend
+    from .backends.django.engines import ENGINES
     from .conf import rexecutor_settings
     from .exceptions import ConfigurationError
 
@@ -172,20 +169,19 @@ def check_enqueue(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> li
                 )
             )
     try:
-        uses_django_backend = isinstance(_load(rexecutor_settings.BACKEND), DjangoBackend)
+        uses_database = _load(rexecutor_settings.BACKEND).database is not None
     except ConfigurationError:
-        uses_django_backend = False  # reported as E006
+        uses_database = False  # reported as E006
     alias = rexecutor_settings.DATABASE
-    if uses_django_backend and alias in settings.DATABASES:
+    if uses_database and alias in settings.DATABASES:
         vendor = connections[alias].vendor
-        if vendor not in _UNIQUENESS_VENDORS:
+        if vendor not in ENGINES:
             errors.append(
                 _error(
-                    f"The job database {alias!r} is {vendor}: the Django backend keeps "
-                    "uniqueness rules (and claims jobs safely) only on PostgreSQL and SQLite, "
-                    "whose locking it relies on.",
+                    f"The job database {alias!r} is {vendor}: the Django backend has an "
+                    f"engine (safe claims, uniqueness rules) only for {' and '.join(sorted(ENGINES))}.",
                     "E030",
-                    hint="Point REXECUTOR['DATABASE'] at a PostgreSQL or SQLite alias.",
+                    hint="Point REXECUTOR['DATABASE'] at an alias of one of those databases.",
                 )
             )
     return errors

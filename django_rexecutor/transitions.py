@@ -76,6 +76,12 @@ def rerun_changes(attempt: int, *, max_attempts: Any, now: Any) -> dict[str, Any
     }
 
 
+def finish_changes(status: JobStatus, at: Any) -> dict[str, Any]:
+    """The fields a move to the final ``status`` at ``at`` (a time, or a database expression
+    for its clock) writes."""
+    return {"status": status, FINISH_FIELD[status]: at}
+
+
 def rescue_outcome(attempt: int, max_attempts: int, cancel_requested: bool) -> JobStatus:
     """What a job whose worker went silent becomes: cancelled if someone asked, discarded on
     its last attempt, else retryable (due at once)."""

@@ -54,7 +54,7 @@ def for_database(alias: str) -> Backend:
     backend = get_backend()
     if backend.database is not None:
         return backend.using(alias)
-    from .orm import DjangoBackend
+    from .django import DjangoBackend
 
     return DjangoBackend(alias)
 

@@ -11,8 +11,6 @@ from django.db.models import QuerySet
 
 from ...job import ErrorDetails
 from ...models import JobErrorRecord, JobQuerySet, JobRecord
-from ...status import JobStatus
-from ...transitions import FINISH_FIELD
 from ..base import Backend
 from .engines import Engine, engine_for
 
@@ -61,12 +59,6 @@ class DjangoBase(Backend):
         return self.engine.current_time()
 
 
-def finished(status: JobStatus, at: Any) -> dict[str, Any]:
-    """The fields a job's move to the final ``status`` at ``at`` (a time or ``Now()``)
-    writes."""
-    return {"status": status, FINISH_FIELD[status]: at}
-
-
 def error_record(job_id: int, attempt: int, error: ErrorDetails, at: Any) -> JobErrorRecord:
     """The row of one entry of a job's error history (``at``: a time or ``Now()``)."""
     return JobErrorRecord(
@@ -79,4 +71,4 @@ def error_record(job_id: int, attempt: int, error: ErrorDetails, at: Any) -> Job
     )
 
 
-__all__ = ["DjangoBase", "error_record", "finished"]
+__all__ = ["DjangoBase", "error_record"]

@@ -21,13 +21,14 @@ from ...transitions import (
     check_cancel,
     check_rerun,
     check_update,
+    finish_changes,
     rerun_changes,
     rerun_status,
     skip_reason,
 )
 from ...validation import check_aware, check_max_attempts, check_priority, check_tags
 from ..values import BulkResult
-from .base import error_record, finished
+from .base import error_record
 from .reading import Reading
 
 
@@ -51,7 +52,7 @@ class Changing(Reading):
                         cancel_requested_at=now, cancel_reason=reason
                     )
             else:
-                self.jobs.filter(pk=job_id).update(**finished(JobStatus.CANCELLED, now))
+                self.jobs.filter(pk=job_id).update(**finish_changes(JobStatus.CANCELLED, now))
                 self._add_error(job_id, record.attempt, cancel_error(reason), now)
             return self._fresh(job_id)
 
@@ -137,7 +138,7 @@ class Changing(Reading):
                 now = Now()
                 if waiting:
                     self.jobs.filter(pk__in=[pk for pk, _ in waiting]).update(
-                        **finished(JobStatus.CANCELLED, now)
+                        **finish_changes(JobStatus.CANCELLED, now)
                     )
                     error = cancel_error(reason)
                     self.errors.bulk_create(

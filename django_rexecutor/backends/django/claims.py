@@ -20,9 +20,8 @@ from django.db.models.functions import Now
 from ...exceptions import JobNotFound
 from ...job import ErrorDetails, Job
 from ...status import ErrorType, JobStatus
-from ...transitions import running_cancel_error, snoozed_status
+from ...transitions import finish_changes, running_cancel_error, snoozed_status
 from ..values import Claim
-from .base import finished
 from .reading import Reading
 from .rows import job_from_row, unreadable_message
 
@@ -88,7 +87,7 @@ class Claiming(Reading):
                 return False
             now = Now()
             if row["cancel_requested_at"] is not None:
-                updates = finished(JobStatus.CANCELLED, now)
+                updates = finish_changes(JobStatus.CANCELLED, now)
                 error = running_cancel_error(row["cancel_reason"])
             self.jobs.filter(pk=job_id).update(**updates)
             if error is not None:
@@ -98,7 +97,7 @@ class Claiming(Reading):
     def mark_job_complete(
         self, job_id: int, *, claim: Claim | None = None, result: Any = None
     ) -> bool:
-        updates = {**finished(JobStatus.COMPLETE, Now()), "result": result}
+        updates = {**finish_changes(JobStatus.COMPLETE, Now()), "result": result}
         return self._write_result(job_id, claim, updates, None)
 
     def mark_job_retryable(
@@ -115,12 +114,12 @@ class Claiming(Reading):
     def mark_job_discarded(
         self, job_id: int, error: ErrorDetails, *, claim: Claim | None = None
     ) -> bool:
-        return self._write_result(job_id, claim, finished(JobStatus.DISCARDED, Now()), error)
+        return self._write_result(job_id, claim, finish_changes(JobStatus.DISCARDED, Now()), error)
 
     def mark_job_cancelled(
         self, job_id: int, error: ErrorDetails, *, claim: Claim | None = None
     ) -> bool:
-        return self._write_result(job_id, claim, finished(JobStatus.CANCELLED, Now()), error)
+        return self._write_result(job_id, claim, finish_changes(JobStatus.CANCELLED, Now()), error)
 
     def mark_job_snoozed(
         self, job_id: int, next_scheduled_at: datetime, *, claim: Claim | None = None
