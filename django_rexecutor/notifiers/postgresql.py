@@ -13,12 +13,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Collection
 from typing import Any
 
 import psycopg
 
-from .base import CANCEL_CHANNEL, JOBS_CHANNEL, Callback, Notifier
+from .base import CANCEL_CHANNEL, JOBS_CHANNEL, AnnouncingNotifier
 
 logger = logging.getLogger("django_rexecutor.notify")
 
@@ -47,21 +46,16 @@ def connection_kwargs(settings_dict: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-class PostgresNotifier(Notifier):
+class PostgresNotifier(AnnouncingNotifier):
     """Listens on the job channels of one database and wakes waiters and subscribers."""
 
     cross_process = True
 
     def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:
+        super().__init__()
         self.alias = alias
         self._kwargs = connection_kwargs(settings_dict)
-        self._cond = threading.Condition()
-        self._seq = 0
-        self._latest: dict[str, int] = {}
-        self._generation = 0
         self._listening = False
-        self._stopped = False
-        self._callbacks: list[Callback] = []
         self._thread: threading.Thread | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -88,57 +82,10 @@ class PostgresNotifier(Notifier):
             thread.join(wait)
 
     @property
-    def stopped(self) -> bool:
-        return self._stopped
-
-    @property
     def listening(self) -> bool:
         return self._listening
 
-    def subscribe(self, callback: Callback) -> None:
-        """Call ``callback(channel, payload)`` from the listener thread on every notification,
-        and with ``("", "")`` after a reconnect (notifications may have been missed)."""
-        with self._cond:
-            self._callbacks.append(callback)
-
-    def unsubscribe(self, callback: Callback) -> None:
-        with self._cond:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
-
-    # -- waiting ---------------------------------------------------------------------------------
-    def wait(self, executors: Collection[str], timeout: float) -> bool:
-        """Block until a job of ``executors`` is announced, the listener reconnects, or
-        ``timeout`` seconds pass. Returns ``True`` when woken by a notification."""
-        self.start()
-        names = list(executors)
-        with self._cond:
-            seq, generation = self._seq, self._generation
-
-            def woken() -> bool:
-                if self._generation != generation or self._stopped:
-                    return True
-                return any(self._latest.get(name, 0) > seq for name in names)
-
-            return self._cond.wait_for(woken, max(0.0, timeout))
-
-    def notify(self, channel: str, payload: str) -> None:
-        self._dispatch(channel, payload)
-
     # -- the listener thread -----------------------------------------------------------------
-    def _dispatch(self, channel: str, payload: str) -> None:
-        with self._cond:
-            if channel == JOBS_CHANNEL:
-                self._seq += 1
-                self._latest[payload] = self._seq
-                self._cond.notify_all()
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            try:
-                callback(channel, payload)
-            except Exception:
-                logger.exception("A notification callback failed")
-
     def _run(self) -> None:
         delay = 0.1
         reconnecting = False
@@ -151,12 +98,12 @@ class PostgresNotifier(Notifier):
                         self._listening = True
                         if reconnecting:
                             # Notifications may have been missed while disconnected.
-                            self._generation += 1
+                            self._missed()
                         self._cond.notify_all()
                     reconnecting = True
                     if delay > 0.1:
                         logger.warning("Listening for job notifications again on %r", self.alias)
-                    self._dispatch("", "")
+                    self.notify("", "")
                     delay = 0.1
                     self._listen(conn)
             except psycopg.Error as exc:
@@ -177,7 +124,7 @@ class PostgresNotifier(Notifier):
         checked = time.monotonic()
         while not self._stopped:
             for notify in conn.notifies(timeout=1.0):
-                self._dispatch(notify.channel, notify.payload)
+                self.notify(notify.channel, notify.payload)
             if time.monotonic() - checked > _HEALTH_CHECK_EVERY:
                 # A half-open TCP connection would otherwise stay silent forever.
                 conn.execute("SELECT 1")
