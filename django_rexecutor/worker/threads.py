@@ -60,8 +60,16 @@ class EventLoopThread:
     def submit(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 2.0) -> None:
+        """Stop the loop and, once its thread has left it (up to ``wait`` seconds), close it:
+        a loop left running in a daemon thread is finalised by the interpreter's exit, which
+        can print a traceback from its ``__del__``."""
         self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._thread is threading.current_thread():
+            return
+        self._thread.join(wait)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 class Interruptible:
