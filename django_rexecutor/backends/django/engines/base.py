@@ -49,6 +49,12 @@ CLAIM_RETURNING = (
     f"{JOB_COLUMNS}, EXISTS (SELECT 1 FROM {JobErrorRecord._meta.db_table} e"
     f" WHERE e.job_id = {JOB_TABLE}.id)"
 )
+#: What a claim writes to each job it takes (``%s`` is the worker's identity); engines without
+#: ``UPDATE … RETURNING`` append their own ``WHERE``.
+CLAIM_UPDATE_SQL = (
+    f"UPDATE {JOB_TABLE} SET status = '{JobStatus.EXECUTING.value}', attempt = attempt + 1,"
+    " attempted_at = {attempted_at}, claimed_by = %s, cancel_requested_at = NULL"
+)
 #: ``complete``; ``IN (VALUES …)`` because SQLite takes row values only from a subquery.
 COMPLETE_SQL = (
     f"UPDATE {JOB_TABLE} SET status = '{JobStatus.COMPLETE.value}', completed_at = {{now}}"
@@ -241,8 +247,21 @@ def encoded_row(job: EnqueuableJob, now: datetime, limit: int | None) -> tuple[A
 def claim_sql(
     engine: Engine, worker_id: str, wanted: Mapping[str, int], limit: int
 ) -> tuple[str, list[Any]]:
-    """The claim statement: up to ``limit`` ready jobs, at most ``wanted[name]`` of each
-    executor, most urgent first across all executors (priority, ``scheduled_at``, id).
+    """The claim statement of engines with ``UPDATE … RETURNING``: the jobs that
+    ``claim_candidates_sql`` selects become ``executing`` under ``worker_id``."""
+    candidates, params = claim_candidates_sql(engine, wanted, limit)
+    update = CLAIM_UPDATE_SQL.format(attempted_at=engine.attempted_at_sql)
+    sql = f"{update} WHERE id IN ({candidates}) RETURNING {CLAIM_RETURNING}"
+    return sql, [worker_id, *params]
+
+
+
+def claim_candidates_sql(
+    engine: Engine, wanted: Mapping[str, int], limit: int
+) -> tuple[str, list[Any]]:
+    """The ``SELECT id …`` of the jobs a claim takes: up to ``limit`` ready jobs, at most
+    ``wanted[name]`` of each executor, most urgent first across all executors (priority,
+    ``scheduled_at``, id). Every engine's claim selects with it.
 
     Executors that may take the whole ``limit`` share one sub-select (the common case: a
     single indexed select). Each executor with a smaller capacity gets its own sub-select
@@ -275,9 +294,4 @@ def claim_sql(
         union = " UNION ALL ".join(selects)
         candidates = f"SELECT id FROM ({union}) AS candidates {order} LIMIT %s"
         params.append(limit)
-    sql = (
-        f"UPDATE {JOB_TABLE} SET status = '{JobStatus.EXECUTING.value}', attempt = attempt + 1,"
-        f" attempted_at = {engine.attempted_at_sql}, claimed_by = %s, cancel_requested_at = NULL"
-        f" WHERE id IN ({candidates}) RETURNING {CLAIM_RETURNING}"
-    )
-    return sql, [worker_id, *params]
+    return candidates, params
