@@ -255,7 +255,6 @@ def claim_sql(
     return sql, [worker_id, *params]
 
 
-
 def claim_candidates_sql(
     engine: Engine, wanted: Mapping[str, int], limit: int
 ) -> tuple[str, list[Any]]:
