@@ -8,9 +8,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .status import ERROR_TYPE_MAX_LENGTH, JobStatus
+
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
 
 
 class JobId(int):
@@ -119,6 +123,12 @@ class Job:
     #: Empty for every job the library wrote. A worker never runs such a job: it discards it.
     unreadable: dict[str, str] = field(default_factory=dict)
     _cancel_event: threading.Event | None = field(default=None, repr=False, compare=False)
+    #: The workflow this job is a step of (``Workflow.enqueue().workflow_id``), or ``None``.
+    workflow_id: str | None = None
+    #: The step's name in its workflow (``Workflow.add(..., name=...)``), or ``None``.
+    step: str | None = None
+    #: The backend running this job (set by the worker), which ``upstream_results`` asks.
+    _backend: Backend | None = field(default=None, repr=False, compare=False)
 
     @property
     def cancel_requested(self) -> bool:
@@ -140,13 +150,34 @@ class Job:
         # make a failing job retry forever.
         return self.attempt >= self.max_attempts
 
+    def upstream_results(self) -> dict[str, Any]:
+        """The results of this workflow step's direct dependencies by step name: what each
+        returned as ``Done(result=...)`` (``None`` for one that did not complete, or returned
+        no result). ``{}`` for a job that is not a workflow step."""
+        if self.workflow_id is None:
+            return {}
+        return self._store().upstream_results(self.id)
+
+    async def aupstream_results(self) -> dict[str, Any]:
+        """``upstream_results`` for ``async def execute``."""
+        if self.workflow_id is None:
+            return {}
+        return await self._store().aupstream_results(self.id)
+
+    def _store(self) -> Backend:
+        if self._backend is not None:
+            return self._backend
+        from .backends import get_backend
+
+        return get_backend()
+
     def _fields(self) -> tuple[Any, ...]:
         return (
             self.id, self.status, self.executor, self.data, self.metadata, self.attempt,
             self.max_attempts, self.priority, self.tags, self.errors, self.inserted_at,
             self.scheduled_at, self.attempted_at, self.completed_at, self.cancelled_at,
             self.discarded_at, self.claimed_by, self.cancel_requested_at, self.result,
-            self.unreadable,
+            self.unreadable, self.workflow_id, self.step,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:

@@ -101,6 +101,19 @@ class JobRecord(models.Model):
     cancel_reason = models.TextField(_("cancel reason"), blank=True, default="", db_default="")
     # What a completed job returned (JSON), e.g. a django.tasks task's return value.
     result = models.JSONField(_("result"), null=True, blank=True)
+    # Workflow steps (``django_rexecutor.workflows``); NULL for every other job. The fast raw
+    # INSERT and COPY paths of plain jobs leave these columns out (hence db_default).
+    workflow_id = models.CharField(  # noqa: DJ001 - NULL: not a workflow step
+        _("workflow"), max_length=36, null=True, blank=True
+    )
+    step = models.CharField(  # noqa: DJ001
+        _("workflow step"), max_length=255, null=True, blank=True
+    )
+    run_if = models.CharField(  # noqa: DJ001
+        _("runs if dependencies"), max_length=16, null=True, blank=True
+    )
+    #: How many of a waiting step's dependencies have not reached a final status yet.
+    pending = models.IntegerField(_("unfinished dependencies"), default=0, db_default=0)
 
     objects = JobQuerySet.as_manager()
 
@@ -140,6 +153,8 @@ class JobRecord(models.Model):
                 condition=Q(unique_key__isnull=False),
                 name="rexecutor_job_unique_key_idx",
             ),
+            # A workflow's steps (workflow page, cancel, pruning whole workflows).
+            models.Index(fields=["workflow_id"], name="rexecutor_job_workflow_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(attempt__gte=0), name="rexecutor_job_attempt_gte_0"),
@@ -179,6 +194,33 @@ class JobRecord(models.Model):
             (at for at in (getattr(self, f) for f in FINISHED_AT_FIELDS) if at is not None),
             None,
         )
+
+
+class JobDependencyRecord(models.Model):
+    """An edge of a workflow: ``job`` waits for ``depends_on``. Plain ids rather than foreign
+    keys, so the pruner's one-statement deletes need no cascade; the edges of a workflow go
+    with its jobs."""
+
+    id = models.BigAutoField(primary_key=True)
+    job_id = models.BigIntegerField(_("job"))
+    depends_on_id = models.BigIntegerField(_("depends on job"))
+
+    class Meta:
+        db_table = "rexecutor_job_dependency"
+        verbose_name = _("job dependency")
+        verbose_name_plural = _("job dependencies")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job_id", "depends_on_id"], name="rexecutor_dependency_unique"
+            )
+        ]
+        indexes = [
+            # The release after a job finishes looks up its dependents.
+            models.Index(fields=["depends_on_id"], name="rexecutor_dependency_on_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} after {self.depends_on_id}"
 
 
 class JobErrorRecord(models.Model):

@@ -116,3 +116,20 @@ class BulkResult:
     done: tuple[int, ...] = ()
     skipped: Mapping[int, str] = field(default_factory=dict)
     requested: tuple[int, ...] = ()
+
+
+#: When a workflow step runs: once every dependency completed (``"succeeded"``), or once
+#: every dependency reached a final status, whatever it was (``"finished"``).
+RUN_IF_VALUES: tuple[str, ...] = ("succeeded", "finished")
+
+
+@dataclass(frozen=True)
+class WorkflowStep:
+    """One step of a workflow to insert: its job, its unique ``name`` in the workflow, the
+    names of the steps it waits for (``after``) and when it runs (``run_if``); built by
+    ``django_rexecutor.Workflow``."""
+
+    job: EnqueuableJob
+    name: str
+    after: tuple[str, ...] = ()
+    run_if: str = "succeeded"

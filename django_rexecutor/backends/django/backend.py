@@ -19,11 +19,12 @@ from .changes import Changing
 from .claims import Claiming
 from .enqueue import Enqueueing
 from .upkeep import Upkeep
+from .workflows import WorkflowSteps
 
 logger = logging.getLogger("django_rexecutor.backends")
 
 
-class DjangoBackend(Enqueueing, Claiming, Changing, Upkeep):
+class DjangoBackend(Enqueueing, Claiming, Changing, Upkeep, WorkflowSteps):
     """Jobs stored through the Django ORM in the ``REXECUTOR["DATABASE"]`` alias."""
 
     def __repr__(self) -> str:

@@ -19,9 +19,10 @@ from django.db.models.functions import Now
 
 from ...exceptions import JobNotFound
 from ...job import ErrorDetails, Job
-from ...status import ErrorType, JobStatus
+from ...status import TERMINAL_STATUSES, ErrorType, JobStatus
 from ...transitions import finish_changes, running_cancel_error, snoozed_status
 from ..values import Claim
+from .dependencies import release
 from .reading import Reading
 from .rows import job_from_row, unreadable_message
 
@@ -78,7 +79,7 @@ class Claiming(Reading):
                 qs = qs.filter(attempt=claim.attempt, claimed_by=claim.worker_id)
             row = (
                 qs.select_for_update()
-                .values("attempt", "cancel_requested_at", "cancel_reason")
+                .values("attempt", "cancel_requested_at", "cancel_reason", "workflow_id")
                 .first()
             )
             if row is None:
@@ -92,6 +93,10 @@ class Claiming(Reading):
             self.jobs.filter(pk=job_id).update(**updates)
             if error is not None:
                 self._add_error(job_id, row["attempt"], error, now)
+            status = updates["status"]
+            if row["workflow_id"] is not None and status in TERMINAL_STATUSES:
+                # The step's dependents learn of it in this transaction.
+                release(self, {job_id: JobStatus(status)})
             return True
 
     def mark_job_complete(
@@ -143,7 +148,8 @@ class Claiming(Reading):
         # Fenced by (id, attempt, worker), skipping cancel-requested jobs.
         completed = self.engine.complete(claims)
         written = len(completed)
-        # The rest were cancelled meanwhile, are stale or gone: settle them one by one.
+        # The rest are workflow steps (whose dependents are released with each write), or
+        # were cancelled meanwhile, are stale or gone: settle them one by one.
         for c in claims:
             if c.job_id not in completed:
                 with contextlib.suppress(JobNotFound):

@@ -30,6 +30,8 @@ JOB_FIELDS = (
     *TIMESTAMP_FIELDS,
     "claimed_by",
     "result",
+    "workflow_id",
+    "step",
 )
 #: ``JOB_FIELDS`` as the select list of a raw statement.
 JOB_COLUMNS = ", ".join(f"CAST({f} AS text)" if f in TIMESTAMP_FIELDS else f for f in JOB_FIELDS)
@@ -81,6 +83,8 @@ def _job_of_sound_row(row: Sequence[Any], errors: Mapping[int, list[JobError]], 
         cancel_requested_at=times[6],
         claimed_by=row[16],
         result=None if row[17] is None else _loads(row[17]),
+        workflow_id=row[18],
+        step=row[19],
     )
 
 
@@ -118,6 +122,8 @@ def _job_of_any_row(row: Sequence[Any], errors: Mapping[int, list[JobError]], tz
         errors=list(errors.get(job_id, ())),
         claimed_by=row[16],
         unreadable=unreadable,
+        workflow_id=row[18],
+        step=row[19],
         **values,
     )
 
@@ -156,4 +162,6 @@ def to_job(record: JobRecord, errors: Iterable[JobErrorRecord] = ()) -> Job:
         claimed_by=record.claimed_by,
         cancel_requested_at=record.cancel_requested_at,
         result=record.result,
+        workflow_id=record.workflow_id,
+        step=record.step,
     )

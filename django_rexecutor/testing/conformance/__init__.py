@@ -40,6 +40,7 @@ from .pruning import PruneConformance
 from .query import QueryConformance
 from .results import ResultConformance
 from .workers import WorkerConformance
+from .workflows import WorkflowConformance
 
 __all__ = [
     "ALPHA",
@@ -58,6 +59,7 @@ __all__ = [
     "QueryConformance",
     "ResultConformance",
     "WorkerConformance",
+    "WorkflowConformance",
 ]
 
 
@@ -72,6 +74,7 @@ class BackendConformanceTests(
     NotificationConformance,
     CronConformance,
     LockConformance,
+    WorkflowConformance,
 ):
     """Every part of the suite; a subclass named ``Test…`` implements ``make_backend`` and
     ``delete_behind_the_backend``."""
