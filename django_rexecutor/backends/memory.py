@@ -602,10 +602,15 @@ class InMemoryBackend(Backend):
                 if job.status == JobStatus.WAITING:
                     state.pending += waits[pk]
                     continue
+                deps = [self._jobs[d] for d in state.after if d in self._jobs]
+                if job.status == JobStatus.SCHEDULED and not job.attempt:
+                    # Due but not started: it waits for the rerun dependency again.
+                    job.status = JobStatus.WAITING
+                    state.pending = sum(1 for d in deps if d.status not in TERMINAL_STATUSES)
+                    continue
                 upstream = job.errors and job.errors[-1].error_type == ErrorType.UPSTREAM_FAILED
                 if job.status != JobStatus.CANCELLED or not upstream:
                     continue
-                deps = [self._jobs[d] for d in state.after if d in self._jobs]
                 if any(d.status in _FAILED for d in deps):
                     continue
                 job.status, job.cancelled_at = JobStatus.WAITING, None

@@ -123,26 +123,28 @@ def _cancel_upstream_failed(
 
 def reopen(backend: DjangoBase, rerun: Sequence[int]) -> None:
     """The finished steps ``rerun`` were just rerun (they are unfinished again), in the
-    caller's transaction: each waiting dependent waits for them again, and each dependent
-    they had cancelled (``upstream_failed``) goes back to ``waiting`` unless another of its
-    dependencies still failed; its own dependents are reopened in turn."""
+    caller's transaction: each waiting dependent waits for them again, one that was due but
+    has not started yet goes back to waiting, and each dependent they had cancelled
+    (``upstream_failed``) goes back to ``waiting`` unless another of its dependencies still
+    failed; the dependents of those are reopened in turn."""
     frontier = list(rerun)
     while frontier:
         waits_for = _edges_from(backend, frontier)
         if not waits_for:
             return
-        rows = _locked(
-            backend, list(waits_for), [JobStatus.WAITING, JobStatus.CANCELLED], "status", "pending"
-        )
+        statuses = [JobStatus.WAITING, JobStatus.CANCELLED, JobStatus.SCHEDULED]
+        rows = _locked(backend, list(waits_for), statuses, "status", "pending", "attempt")
         upstream_failed = _cancelled_by_upstream(
-            backend, [pk for pk, status, _ in rows if status == JobStatus.CANCELLED]
+            backend, [pk for pk, status, *_ in rows if status == JobStatus.CANCELLED]
         )
+        not_started = [pk for pk, status, _, attempt in rows if status == "scheduled" and not attempt]
         counts: dict[int, list[int]] = {}
-        for pk, status, pending in rows:
+        for pk, status, pending, _ in rows:
             if status == JobStatus.WAITING:
                 counts.setdefault(pending + len(waits_for[pk]), []).append(pk)
         reopened = _reopenable(backend, upstream_failed)
-        for pending, ids in _group(reopened).items():
+        held_back = _reopenable(backend, not_started, failures_block=False)
+        for pending, ids in _group({**reopened, **held_back}).items():
             backend.jobs.filter(pk__in=ids).update(
                 status=JobStatus.WAITING, pending=pending, cancelled_at=None
             )
@@ -173,9 +175,11 @@ def _cancelled_by_upstream(backend: DjangoBase, ids: Sequence[int]) -> list[int]
     return [pk for pk in ids if newest.get(pk) == ErrorType.UPSTREAM_FAILED]
 
 
-def _reopenable(backend: DjangoBase, ids: Sequence[int]) -> dict[int, int]:
-    """Of the steps ``ids``, those none of whose dependencies failed, with how many of their
-    dependencies are unfinished."""
+def _reopenable(
+    backend: DjangoBase, ids: Sequence[int], *, failures_block: bool = True
+) -> dict[int, int]:
+    """Of the steps ``ids``, those none of whose dependencies failed (all of them, without
+    ``failures_block``), with how many of their dependencies are unfinished."""
     if not ids:
         return {}
     deps_of = _edges_to(backend, ids)
@@ -192,7 +196,7 @@ def _reopenable(backend: DjangoBase, ids: Sequence[int]) -> dict[int, int]:
     out: dict[int, int] = {}
     for pk in ids:
         statuses = [status_of.get(d) for d in deps_of.get(pk, [])]
-        if any(s in FAILED for s in statuses):
+        if failures_block and any(s in FAILED for s in statuses):
             continue
         # A dependency deleted meanwhile counts as finished.
         out[pk] = sum(1 for s in statuses if s is not None and s not in TERMINAL)

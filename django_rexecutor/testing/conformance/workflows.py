@@ -127,6 +127,20 @@ class WorkflowConformance(ConformanceBase):
         self.finish(backend, ids["fetch"], JobStatus.COMPLETE)
         assert sorted(self.ids(self.claim_all(backend))) == sorted([ids["a"], ids["b"]])
 
+    def test_a_rerun_holds_back_a_finished_callback_that_has_not_started(
+        self, backend: Backend
+    ) -> None:
+        ids = self.diamond(backend, run_if="finished")
+        self.finish(backend, ids["fetch"], JobStatus.DISCARDED)
+        assert self.status(backend, ids["notify"]) == JobStatus.SCHEDULED
+        backend.rerun_job(ids["fetch"])
+        assert self.status(backend, ids["notify"]) == JobStatus.WAITING
+        self.finish(backend, ids["fetch"], JobStatus.COMPLETE)
+        middle = self.claim_all(backend)
+        assert sorted(self.ids(middle)) == sorted([ids["a"], ids["b"]])
+        backend.complete_jobs([Claim.of(j) for j in middle])
+        assert self.ids(self.claim_all(backend)) == [ids["notify"]]
+
     def test_a_cancelled_waiting_step_cancels_its_dependents(self, backend: Backend) -> None:
         ids = self.diamond(backend, run_if="finished")
         backend.cancel_job(ids["a"], "not needed")
