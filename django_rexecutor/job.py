@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from .status import ERROR_TYPE_MAX_LENGTH, JobStatus
 
-
 if TYPE_CHECKING:
     from .backends.base import Backend
 

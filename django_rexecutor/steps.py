@@ -50,8 +50,7 @@ def check_steps(steps: Sequence[WorkflowStep]) -> None:
         for dep in step.after:
             if dep not in names:
                 raise WorkflowError(
-                    f"Step {step.name!r} runs after {dep!r}, which is not a step of this "
-                    "workflow."
+                    f"Step {step.name!r} runs after {dep!r}, which is not a step of this workflow."
                 )
             if dep == step.name:
                 raise WorkflowError(f"Step {step.name!r} cannot run after itself.")

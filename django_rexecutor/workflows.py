@@ -147,7 +147,9 @@ class Workflow:
         workflow_id = str(uuid.uuid4())
         target = resolve_backend(backend, using)
         ids = target.enqueue_workflow(workflow_id, steps)
-        return WorkflowRun(workflow_id, self.name, {s.name: i for s, i in zip(steps, ids, strict=True)})
+        return WorkflowRun(
+            workflow_id, self.name, {s.name: i for s, i in zip(steps, ids, strict=True)}
+        )
 
     async def aenqueue(
         self, *, backend: Backend | None = None, using: str | None = None
@@ -156,7 +158,9 @@ class Workflow:
         workflow_id = str(uuid.uuid4())
         target = resolve_backend(backend, using)
         ids = await target.aenqueue_workflow(workflow_id, steps)
-        return WorkflowRun(workflow_id, self.name, {s.name: i for s, i in zip(steps, ids, strict=True)})
+        return WorkflowRun(
+            workflow_id, self.name, {s.name: i for s, i in zip(steps, ids, strict=True)}
+        )
 
     @staticmethod
     def cancel(

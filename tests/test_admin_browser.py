@@ -242,7 +242,9 @@ def test_the_workflow_page_in_a_real_browser(browser: Any, live_server: Any) -> 
     User.objects.create_superuser("admin", "admin@example.com", "secret-pw")
     base = live_server.url
 
-    browser.get(f"{base}/admin/login/?next=/admin/django_rexecutor/jobrecord/{run['notify']}/change/")
+    browser.get(
+        f"{base}/admin/login/?next=/admin/django_rexecutor/jobrecord/{run['notify']}/change/"
+    )
     browser.find_element(By.NAME, "username").send_keys("admin")
     browser.find_element(By.NAME, "password").send_keys("secret-pw")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
@@ -250,7 +252,10 @@ def test_the_workflow_page_in_a_real_browser(browser: Any, live_server: Any) -> 
     wait(browser, ec.presence_of_element_located((By.ID, "rx-workflow-link"))).click()
     graph = wait(browser, ec.presence_of_element_located((By.ID, "rx-workflow-graph")))
     layers = graph.find_elements(By.CSS_SELECTOR, "ol.rx-layer")
-    steps = [[li.get_attribute("data-step") for li in layer.find_elements(By.CSS_SELECTOR, "li")] for layer in layers]
+    steps = [
+        [li.get_attribute("data-step") for li in layer.find_elements(By.CSS_SELECTOR, "li")]
+        for layer in layers
+    ]
     assert steps == [["fetch"], ["report-a", "report-b"], ["notify"]]
     summary = browser.find_element(By.ID, "rx-workflow-summary").text
     assert "4 steps" in summary and "1 discarded" in summary and "2 cancelled" in summary

@@ -97,7 +97,9 @@ def test_a_fan_out_of_1000_steps_survives_a_killed_worker_and_calls_back_once(
     steps = Workflow.jobs(run.workflow_id)
     assert len(steps) == total + 2
     assert {j.status for j in steps} == {JobStatus.COMPLETE}
-    ends = Counter(SideEffect.objects.filter(label__startswith="end:").values_list("job_id", flat=True))
+    ends = Counter(
+        SideEffect.objects.filter(label__startswith="end:").values_list("job_id", flat=True)
+    )
     assert set(ends) == {j.id for j in steps}
     starts = SideEffect.objects.filter(job_id=run[callback], label="start:callback").count()
     assert starts == 1
@@ -114,14 +116,19 @@ def test_the_pruner_running_during_a_long_workflow_removes_none_of_its_steps(
     for n in range(8):
         after = [previous] if previous else []
         previous = wf.add(Step.builder().with_data({"sleep": 0.3}), name=f"step-{n}", after=after)
-    wf.add(Step.builder(), name="after-all", after=[f"step-{n}" for n in range(8)], run_if="finished")
+    wf.add(
+        Step.builder(), name="after-all", after=[f"step-{n}" for n in range(8)], run_if="finished"
+    )
     run = wf.enqueue()
     step_ids = set(run.ids.values())
     backend = get_backend()
-    rules = tuple(
-        PruneRule(status, max_length=0)
-        for status in (JobStatus.COMPLETE, JobStatus.CANCELLED, JobStatus.DISCARDED)
-    ) + (PruneRule(JobStatus.SCHEDULED, max_age=timedelta(microseconds=1)),)
+    rules = (
+        *tuple(
+            PruneRule(status, max_length=0)
+            for status in (JobStatus.COMPLETE, JobStatus.CANCELLED, JobStatus.DISCARDED)
+        ),
+        PruneRule(JobStatus.SCHEDULED, max_age=timedelta(microseconds=1)),
+    )
     pruner = Pruner(backend, PruneSpec(rules), CronSchedule.parse("* * * * *"))
     stop = threading.Event()
     passes: list[object] = []

@@ -36,7 +36,7 @@ def diamond(run_if: str = "finished", **fetch_data) -> tuple[Workflow, list]:
 
 
 def test_a_run_gives_each_steps_job_by_step_or_name() -> None:
-    wf, (fetch, a, b, notify) = diamond()
+    wf, (fetch, a, _b, notify) = diamond()
     run = wf.enqueue()
     assert run[fetch] == run["fetch"] and run[notify] == run["notify"]
     record = JobRecord.objects.get(pk=run[a])

@@ -473,9 +473,7 @@ class Backend(ABC):
         from ..status import TERMINAL_STATUSES
 
         steps = self.workflow_jobs(workflow_id)
-        return self.cancel_jobs(
-            [j.id for j in steps if j.status not in TERMINAL_STATUSES], reason
-        )
+        return self.cancel_jobs([j.id for j in steps if j.status not in TERMINAL_STATUSES], reason)
 
     async def aenqueue_workflow(
         self, workflow_id: str, steps: Sequence[WorkflowStep]

@@ -571,8 +571,10 @@ class InMemoryBackend(Backend):
                 failed = [d for d in waits[pk] if frontier[d] in _FAILED]
                 if failed and state.run_if != "finished":
                     job.status, job.cancelled_at, state.pending = JobStatus.CANCELLED, now, 0
-                    dep = self._jobs.get(failed[0])
-                    error = upstream_failed_error(dep.step if dep else None, frontier[failed[0]])
+                    failed_job = self._jobs.get(failed[0])
+                    error = upstream_failed_error(
+                        failed_job.step if failed_job else None, frontier[failed[0]]
+                    )
                     job.errors.append(
                         JobError(job.attempt, error.error_type, error.message, "", now)
                     )

@@ -50,7 +50,6 @@ def reset() -> None:
 
 def one_run(steps: int) -> tuple[float, float, str]:
     from demo.jobs import RecordEffect
-
     from django_rexecutor import Workflow
 
     started = time.perf_counter()
@@ -72,7 +71,6 @@ def release_run(steps: int) -> float:
     """Claim and acknowledge every step as workers do (batches of 100), and check that the
     callback became due exactly when the last step finished."""
     from demo.jobs import RecordEffect
-
     from django_rexecutor import JobStatus, Workflow
     from django_rexecutor.backends import get_backend
     from django_rexecutor.backends.values import Claim
@@ -123,7 +121,9 @@ def main() -> None:
     if args.release:
         took = release_run(args.steps)
         rate = args.steps / took
-        print(f"  finishing the {args.steps:,} steps in batches of 100: {took:.2f} s ({rate:,.0f}/s)")
+        print(
+            f"  finishing the {args.steps:,} steps in batches of 100: {took:.2f} s ({rate:,.0f}/s)"
+        )
     reset()
 
 

@@ -80,7 +80,9 @@ def release(backend: DjangoBase, finished: Mapping[int, JobStatus]) -> None:
         waits_for = _edges_from(backend, list(frontier))
         if not waits_for:
             return
-        rows = _locked(backend, list(waits_for), [JobStatus.WAITING], "pending", "run_if", "attempt")
+        rows = _locked(
+            backend, list(waits_for), [JobStatus.WAITING], "pending", "run_if", "attempt"
+        )
         cancelled: dict[int, tuple[int, int]] = {}  # id → (attempt, the failed dependency)
         due: dict[JobStatus, list[int]] = {}
         counts: dict[int, list[int]] = {}
@@ -137,7 +139,9 @@ def reopen(backend: DjangoBase, rerun: Sequence[int]) -> None:
         upstream_failed = _cancelled_by_upstream(
             backend, [pk for pk, status, *_ in rows if status == JobStatus.CANCELLED]
         )
-        not_started = [pk for pk, status, _, attempt in rows if status == "scheduled" and not attempt]
+        not_started = [
+            pk for pk, status, _, attempt in rows if status == "scheduled" and not attempt
+        ]
         counts: dict[int, list[int]] = {}
         for pk, status, pending, _ in rows:
             if status == JobStatus.WAITING:

@@ -120,9 +120,7 @@ class Upkeep(DjangoBase):
             if not ids:
                 return deleted
             step_ids = list(
-                self.jobs.filter(pk__in=ids, workflow_id__isnull=False).values_list(
-                    "pk", flat=True
-                )
+                self.jobs.filter(pk__in=ids, workflow_id__isnull=False).values_list("pk", flat=True)
             )
             removed = self.delete_jobs(ids, qs.filter(bound))
             if step_ids:

@@ -23,9 +23,7 @@ class WorkflowSteps(Reading):
     def enqueue_workflow(self, workflow_id: str, steps: Sequence[WorkflowStep]) -> list[JobId]:
         check_steps(steps)
         with self._atomic():  # joins the caller's transaction
-            ids = self.engine.insert_steps(
-                workflow_id, steps, rexecutor_settings.MAX_PAYLOAD_BYTES
-            )
+            ids = self.engine.insert_steps(workflow_id, steps, rexecutor_settings.MAX_PAYLOAD_BYTES)
             id_of = {step.name: job_id for step, job_id in zip(steps, ids, strict=True)}
             JobDependencyRecord.objects.using(self.alias).bulk_create(
                 (
@@ -42,7 +40,9 @@ class WorkflowSteps(Reading):
         rows = self.jobs.filter(pk__in=deps.values("depends_on_id")).values_list(
             "step", "status", "result"
         )
-        return {step: (result if status == "complete" else None) for step, status, result in rows}
+        return {
+            str(step): (result if status == "complete" else None) for step, status, result in rows
+        }
 
     def cancel_workflow(self, workflow_id: str, reason: str) -> BulkResult:
         # One transaction: no step the cancel reaches later can be claimed meanwhile.
