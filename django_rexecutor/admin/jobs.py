@@ -108,7 +108,7 @@ _TIMES = (*(f"{name}_shown" for name in TIMESTAMP_FIELDS), "cancel_reason")
 _STORED = (*TIMESTAMP_FIELDS, *JSON_FIELDS)
 _INTERNALS = ("claimed_by", "unique_key")
 #: A workflow step's workflow (linking to its page) and step name.
-_WORKFLOW = ("workflow_link",)
+_WORKFLOW = ("workflow_link", "run_if", "pending")
 
 
 def stored(job: JobRecord, name: str) -> Any:

@@ -141,6 +141,17 @@ class WorkflowConformance(ConformanceBase):
         backend.complete_jobs([Claim.of(j) for j in middle])
         assert self.ids(self.claim_all(backend)) == [ids["notify"]]
 
+    def test_a_step_the_rescue_discards_releases_its_dependents(self, backend: Backend) -> None:
+        workflow_id = str(uuid.uuid4())
+        last_try = WorkflowStep(self.job(ALPHA, max_attempts=1), "fetch")
+        steps = [last_try, self.step("a", "fetch"), self.step("z", "a", run_if="finished")]
+        ids = backend.enqueue_workflow(workflow_id, steps)
+        self.claim_id(backend, ids[0], worker="never-beat")
+        assert backend.rescue_orphaned_jobs(timedelta(seconds=30)) == [ids[0]]
+        assert self.status(backend, ids[0]) == JobStatus.DISCARDED
+        assert backend.get_job(ids[1]).errors[-1].error_type == ErrorType.UPSTREAM_FAILED
+        assert self.ids(self.claim_all(backend)) == [ids[2]]
+
     def test_a_cancelled_waiting_step_cancels_its_dependents(self, backend: Backend) -> None:
         ids = self.diamond(backend, run_if="finished")
         backend.cancel_job(ids["a"], "not needed")
