@@ -16,7 +16,12 @@ from demo.models import SideEffect
 from django_rexecutor import JobStatus, Workflow
 from django_rexecutor.backends import get_backend
 from django_rexecutor.backends.values import PruneRule, PruneSpec
-from django_rexecutor.models import JobDependencyRecord, JobRecord
+from django_rexecutor.models import (
+    JobDependencyRecord,
+    JobErrorRecord,
+    JobRecord,
+    WorkerRecord,
+)
 from django_rexecutor.plugins.pruner import Pruner
 from django_rexecutor.plugins.schedule import CronSchedule
 from tests.worker_support import WorkerProcess, wait_until
@@ -29,6 +34,11 @@ FAST_RESCUE = {"HEARTBEAT_INTERVAL": 0.5, "RESCUE_AFTER": 2}
 
 def finished(run) -> bool:
     return all(j.status in (JobStatus.COMPLETE,) for j in Workflow.jobs(run.workflow_id))
+
+
+def running_under(pid: int) -> int:
+    worker_ids = WorkerRecord.objects.filter(pid=pid).values("worker_id")
+    return JobRecord.objects.filter(status=JobStatus.EXECUTING, claimed_by__in=worker_ids).count()
 
 
 def effects(job_id: int) -> list[tuple[str, object]]:
@@ -67,7 +77,7 @@ def test_a_fan_out_of_1000_steps_survives_a_killed_worker_and_calls_back_once(
     wf = Workflow("fan-out")
     root = wf.add(Step.builder().with_data({"value": "root"}), name="root")
     fan = wf.add_many(
-        [Step.builder().with_data({"sleep": 0.02}).with_max_attempts(5) for _ in range(total)],
+        [Step.builder().with_data({"sleep": 0.05}).with_max_attempts(5) for _ in range(total)],
         after=[root],
     )
     callback = wf.add(Step.builder(), name="callback", after=fan)
@@ -87,6 +97,8 @@ def test_a_fan_out_of_1000_steps_survives_a_killed_worker_and_calls_back_once(
             *workers,
             interval=0.2,
         )
+        # Killed while it runs steps (its identity is in its heartbeat row, by pid).
+        wait_until(lambda: running_under(victim.pid) > 0, 30, victim, interval=0.05)
         victim.kill()
         survivors = workers[1:]
         wait_until(lambda: finished(run), 180, *survivors, interval=0.5)
@@ -103,6 +115,8 @@ def test_a_fan_out_of_1000_steps_survives_a_killed_worker_and_calls_back_once(
     assert set(ends) == {j.id for j in steps}
     starts = SideEffect.objects.filter(job_id=run[callback], label="start:callback").count()
     assert starts == 1
+    # The victim's steps were rescued and run again by the others.
+    assert JobErrorRecord.objects.filter(error_type="orphaned").exists()
     callback_job = get_backend().get_job(run[callback])
     assert callback_job.attempt == 1
     assert len(callback_job.result["upstream"]) == total
