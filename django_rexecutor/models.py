@@ -52,7 +52,13 @@ class JobQuerySet(models.QuerySet["JobRecord"]):
         return self.filter(status__in=READY_STATUSES, scheduled_at__lte=timezone.now())
 
     def waiting(self) -> JobQuerySet:
+        """Scheduled or retryable jobs, due or not (not the workflow status ``waiting``:
+        see ``blocked()``)."""
         return self.filter(status__in=READY_STATUSES)
+
+    def blocked(self) -> JobQuerySet:
+        """Workflow steps waiting for their dependencies (status ``waiting``)."""
+        return self.filter(status=JobStatus.WAITING)
 
     def running(self) -> JobQuerySet:
         return self.filter(status=JobStatus.EXECUTING)

@@ -182,3 +182,37 @@ def test_the_pruner_keeps_every_step_of_an_unfinished_workflow() -> None:
     drain_jobs(Step)
     assert backend.prune_jobs(everything) == 4  # finished: pruned as a whole
     assert not JobDependencyRecord.objects.exists()
+
+
+def test_a_long_chain_is_checked_without_recursion() -> None:
+    from django_rexecutor.steps import find_cycle
+
+    chain = {f"s{n}": (f"s{n - 1}",) if n else () for n in range(20_000)}
+    assert find_cycle(chain) == []
+    chain["s0"] = ("s19999",)
+    cycle = find_cycle(chain)
+    assert len(cycle) == 20_001 and cycle[0] == cycle[-1]
+
+
+def test_the_async_api_on_the_in_memory_backend() -> None:
+    import asyncio
+
+    from django_rexecutor import InMemoryBackend
+
+    backend = InMemoryBackend()
+
+    async def main() -> tuple[dict, list]:
+        wf, _ = diamond()
+        run = await wf.aenqueue(backend=backend)
+        jobs = await Workflow.ajobs(run.workflow_id, backend=backend)
+        fetch = backend.claim_jobs("w", {Step.name: 1}, 1)[0]
+        backend.mark_job_complete(fetch.id, claim=Claim.of(fetch), result=[1])
+        a = next(j for j in jobs if j.step == "a")
+        a._backend = backend
+        results = await a.aupstream_results()
+        await Workflow.acancel(run.workflow_id, backend=backend)
+        return results, await Workflow.ajobs(run.workflow_id, backend=backend)
+
+    results, after = asyncio.run(main())
+    assert results == {"fetch": [1]}
+    assert {j.status for j in after} == {JobStatus.COMPLETE, JobStatus.CANCELLED}
