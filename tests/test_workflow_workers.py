@@ -66,6 +66,12 @@ def test_a_diamond_runs_in_dependency_order_on_two_workers(manage_py, subprocess
         times[step.name] = (records[0][1], records[1][1])
     assert times["fetch"][1] <= times["a"][0] and times["fetch"][1] <= times["b"][0]
     assert times["notify"][0] >= max(times["a"][1], times["b"][1])
+    # The job table's own times agree: each step was claimed after its dependencies finished.
+    record = {s.name: JobRecord.objects.get(pk=run[s]) for s in (fetch, a, b, notify)}
+    for name in ("a", "b"):
+        assert record[name].attempted_at >= record["fetch"].completed_at
+    assert record["notify"].attempted_at >= max(record["a"].completed_at, record["b"].completed_at)
+    assert {r.attempt for r in record.values()} == {1}
     result = get_backend().get_job(run[notify]).result
     assert set(result["upstream"]) == {"a", "b"}
 
