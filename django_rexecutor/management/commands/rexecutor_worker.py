@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import ConfigurationError
 from ...worker import Worker
+from ...worker.metrics import PrometheusWorkerMetrics
 
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
@@ -51,10 +52,26 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None, help="Worker identity (default: host:pid).")
         parser.add_argument("--no-cron", action="store_true", help="Do not run the cron scheduler.")
         parser.add_argument("--no-pruner", action="store_true", help="Do not run the pruner.")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            metavar="PORT",
+            help="Serve this worker's Prometheus metrics on PORT (needs the prometheus extra).",
+        )
+        parser.add_argument(
+            "--metrics-addr",
+            default="0.0.0.0",
+            metavar="ADDRESS",
+            help="The address --metrics-port listens on (default: 0.0.0.0).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
+        metrics: PrometheusWorkerMetrics | None = None
         try:
+            if options["metrics_port"] is not None:
+                metrics = PrometheusWorkerMetrics()
             worker = Worker(
                 options["executor"] or None,
                 exclude=options["exclude"],
@@ -64,14 +81,26 @@ class Command(BaseCommand):
                 name=options["name"],
                 cron=not options["no_cron"],
                 pruner=not options["no_pruner"],
+                metrics=metrics,
             )
+            if metrics is not None:
+                metrics.serve(
+                    options["metrics_port"], worker=worker.worker_id, addr=options["metrics_addr"]
+                )
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
+        except OSError as exc:  # the port is taken, or the address is not ours
+            port = options["metrics_port"]
+            raise CommandError(f"Cannot serve metrics on port {port}: {exc}") from exc
         verbose = options["verbosity"] >= 1
         if verbose:
             self._banner(worker)
         started = time.monotonic()
-        code = worker.run()
+        try:
+            code = worker.run()
+        finally:
+            if metrics is not None:
+                metrics.stop()
         if verbose:
             self._summary(worker, time.monotonic() - started)
         if code:

@@ -176,6 +176,25 @@ def server_bound_cursor(connection: Any) -> Any:
     with connection.wrap_database_errors:
         return connection._prepare_cursor(factory(connection.connection))
 
+    def estimated_job_rows(self) -> int | None:
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [JOB_TABLE]
+            )
+            row = cursor.fetchone()
+        if row is None or row[0] is None or row[0] < 0:  # -1: never analyzed
+            return None
+        return int(row[0])
+
+    def sampled_job_counts(self, percent: float) -> list[tuple[str, str, int]] | None:
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT executor, status, count(*) FROM {JOB_TABLE} TABLESAMPLE SYSTEM (%s)"
+                " GROUP BY executor, status",
+                [percent],
+            )
+            return [(e, s, int(n)) for e, s, n in cursor.fetchall()]
+
 
 def _snapshot_per_transaction(connection: Any) -> bool:
     """Whether the connection's transactions read one snapshot throughout (``REPEATABLE READ``
