@@ -209,7 +209,8 @@ class RunningAttempts:
                     result = run_sync(attempt.instance, attempt.job)
                 finally:
                     guard.leave()
-                _flush_progress(attempt.job)
+                if not attempt.settled:  # else the worker flushed it when it settled it
+                    _flush_progress(attempt.job)
                 tidy_connections(self.backend)
         except BaseException as exc:  # noqa: BLE001 - never let a job kill a pool thread
             result = result_of_exception(exc)
@@ -228,7 +229,7 @@ class RunningAttempts:
                 # when the last running async job ends, not after every job.
                 await atidy_connections(self.backend)
                 result = await run_async(attempt.instance, attempt.job)
-                if attempt.job._progress is not None:
+                if attempt.job._progress is not None and not attempt.settled:
                     await attempt.job._progress.aflush()
                 if self._async_running == 1:
                     await atidy_connections(self.backend)
@@ -297,6 +298,8 @@ class RunningAttempts:
             # stays taken until its thread really ends.
             attempt.settled = True
             assert attempt.limit is not None
+            # Its thread may write no more before the time-out is recorded: flush now.
+            _flush_progress(attempt.job)
             timed_out.append((attempt, timeout_result(attempt.limit)))
             self.interrupt(attempt)
         return timed_out
@@ -308,6 +311,7 @@ class RunningAttempts:
         for attempt in unfinished:
             attempt.settled = True
             self.interrupt(attempt)
+            _flush_progress(attempt.job)  # before the job is released
         return unfinished
 
     # -- cancel requests ---------------------------------------------------------------------
