@@ -463,6 +463,11 @@ class Backend(ABC):
         """For each executor with a ready job that is due, when its oldest such job became
         due (its ``scheduled_at``); the queue lag is ``current_time()`` minus that."""
 
+    @abstractmethod
+    def finished_since(self, since: datetime) -> dict[tuple[str, str], int]:
+        """Jobs per (executor, final status) that reached that status at ``since`` or later
+        (complete, cancelled or discarded), e.g. the discarded jobs of the last hour."""
+
     async def areport_progress(self, claim: Claim, progress: float, note: str = "") -> bool:
         return await sync_to_async(self.report_progress)(claim, progress, note)
 
@@ -471,3 +476,6 @@ class Backend(ABC):
 
     async def aoldest_ready_at(self) -> dict[str, datetime]:
         return await sync_to_async(self.oldest_ready_at)()
+
+    async def afinished_since(self, since: datetime) -> dict[tuple[str, str], int]:
+        return await sync_to_async(self.finished_since)(since)

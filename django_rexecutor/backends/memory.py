@@ -507,3 +507,14 @@ class InMemoryBackend(Backend):
                     if at is None or job.scheduled_at < at:
                         oldest[job.executor] = job.scheduled_at
         return oldest
+
+    def finished_since(self, since: datetime) -> dict[tuple[str, str], int]:
+        with self._lock:
+            counts = Counter(
+                (j.executor, j.status.value)
+                for j in self._jobs.values()
+                if j.status in FINISH_FIELD
+                and (at := getattr(j, FINISH_FIELD[j.status])) is not None
+                and at >= since
+            )
+        return dict(counts)

@@ -13,6 +13,7 @@ from django.db.models import Count, DateTimeField, Min, Value
 from django.db.models.functions import Greatest, Least, Now
 
 from ...status import READY_STATUSES, TERMINAL_STATUSES, JobStatus
+from ...transitions import FINISH_FIELD
 from ..values import Claim, JobCounts
 from .base import DjangoBase
 from .reading import EARLIEST, LATEST
@@ -66,3 +67,17 @@ class Observing(DjangoBase):
             .annotate(oldest=Min(due, output_field=DateTimeField()))
         )
         return {executor: oldest for executor, oldest in rows}
+
+    def finished_since(self, since: datetime) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        # One count per final status, each through the status index and its own time field.
+        for status, at_field in FINISH_FIELD.items():
+            rows = (
+                self.jobs.filter(status=status, **{f"{at_field}__gte": since})
+                .order_by()
+                .values_list("executor")
+                .annotate(n=Count("*"))
+            )
+            for executor, n in rows:
+                counts[(executor, status.value)] = n
+        return counts

@@ -76,3 +76,18 @@ class ObservabilityConformance(ConformanceBase):
         again = backend.oldest_ready_at()
         assert abs((again[ALPHA] - (now - timedelta(minutes=1))).total_seconds()) < 1
 
+    def test_finished_since_counts_final_statuses_by_when_they_were_reached(
+        self, backend: Backend
+    ) -> None:
+        before = timezone.now() - timedelta(seconds=1)
+        done, failed, cancelled = (self.enqueue(backend, BETA) for _ in range(3))
+        self.finish(backend, done, JobStatus.COMPLETE)
+        self.finish(backend, failed, JobStatus.DISCARDED)
+        self.finish(backend, cancelled, JobStatus.CANCELLED)
+        self.enqueue(backend)  # waiting: not counted
+        assert backend.finished_since(before) == {
+            (BETA, "complete"): 1,
+            (BETA, "discarded"): 1,
+            (BETA, "cancelled"): 1,
+        }
+        assert backend.finished_since(timezone.now() + timedelta(minutes=1)) == {}
