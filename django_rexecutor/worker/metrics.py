@@ -110,9 +110,10 @@ class PrometheusWorkerMetrics(WorkerMetrics):
     def watch_running(self, running: Callable[[], int]) -> None:
         self.running.set_function(running)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Serve ``/metrics`` on ``port`` from a daemon thread."""
+    def serve(self, port: int, *, worker: str, addr: str = "0.0.0.0") -> None:
+        """Serve the metrics of ``worker`` on ``port`` (any path) from a daemon thread."""
         prom = require_prometheus_client()
+        self.info.info({"worker": worker})
         self._server = prom.start_http_server(port, addr=addr, registry=self.registry)
 
     def stop(self) -> None:
