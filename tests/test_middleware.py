@@ -29,12 +29,12 @@ def test_the_chain_runs_outermost_first_around_execute_and_sees_the_outcome() ->
     with override_settings(REXECUTOR={"MIDDLEWARE": [f"{HERE}.outer", f"{HERE}.inner"]}):
         job_id = MiddlewareSync.enqueue(7, backend=backend)
         drain_jobs(backend=backend)
-    assert SEEN == [
+    assert [
         ("outer:before", job_id),
         ("inner:before", job_id),
         ("execute", job_id),
         ("outer:after", "Done"),
-    ]
+    ] == SEEN
     assert backend.get_job(job_id).result == {"n": 7}
 
 
@@ -100,3 +100,14 @@ def test_an_unimportable_middleware_is_a_system_check_error() -> None:
     with override_settings(REXECUTOR={"MIDDLEWARE": [f"{HERE}.SEEN"]}):
         [error] = check_observability()
     assert "is not callable" in error.msg
+
+
+def test_a_worker_refuses_to_start_with_a_middleware_it_cannot_load() -> None:
+    from django_rexecutor.exceptions import ConfigurationError
+    from django_rexecutor.worker import Worker
+
+    with (
+        override_settings(REXECUTOR={"MIDDLEWARE": ["no.such.Middleware"]}),
+        pytest.raises(ConfigurationError, match=r"'no\.such\.Middleware' cannot be imported"),
+    ):
+        Worker([MiddlewareSync.name], backend=InMemoryBackend())

@@ -102,9 +102,7 @@ def test_a_running_job_shows_its_progress_in_queries_and_the_admin(admin_client)
         page = admin_client.get(reverse("admin:django_rexecutor_jobrecord_changelist"))
         assert page.status_code == 200
         assert b'class="rx-progress-fill" style="width: 25.0%"' in page.content
-        detail = admin_client.get(
-            reverse("admin:django_rexecutor_jobrecord_change", args=[job_id])
-        )
+        detail = admin_client.get(reverse("admin:django_rexecutor_jobrecord_change", args=[job_id]))
         assert b"step 1 of 4" in detail.content
         assert b"rx-progress-fill" in detail.content
         # A graceful stop interrupts it: the pending value is flushed before it is released.

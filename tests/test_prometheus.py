@@ -88,13 +88,15 @@ def test_a_worker_process_serves_its_own_metrics(manage_py, subprocess_env) -> N
                 return samples(r.read().decode())
 
         wait_until(
-            lambda: scrape().get(
-                (
-                    "rexecutor_worker_attempts_finished_total",
-                    (("executor", "test.outcomes"), ("outcome", "retryable")),
+            lambda: (
+                scrape().get(
+                    (
+                        "rexecutor_worker_attempts_finished_total",
+                        (("executor", "test.outcomes"), ("outcome", "retryable")),
+                    )
                 )
-            )
-            == 1,
+                == 1
+            ),
             10,
             worker,
         )

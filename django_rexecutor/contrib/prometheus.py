@@ -111,5 +111,5 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if not allowed(request):
         return HttpResponse("Forbidden: staff session or bearer token required.\n", status=403)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector())  # type: ignore[arg-type]
+    registry.register(StoreCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -24,6 +24,7 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from ..backends import get_backend
@@ -31,6 +32,7 @@ from ..backends.base import Backend, Claim
 from ..conf import rexecutor_settings
 from ..exceptions import ConfigurationError
 from ..logfields import set_process_worker
+from ..middleware import chain as middleware_chain
 from .acks import ResultQueue
 from .attempts import CANCEL_POLL_INTERVAL, RunningAttempts
 from .claims import Claimer
@@ -77,6 +79,10 @@ class Worker:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.executors = resolve_executors(executors, exclude)
+        try:
+            middleware_chain()  # a MIDDLEWARE entry that cannot be loaded fails here, not per job
+        except ImproperlyConfigured as exc:
+            raise ConfigurationError(str(exc)) from exc
         self.concurrency = (
             concurrency if concurrency is not None else rexecutor_settings.CONCURRENCY
         )

@@ -82,7 +82,7 @@ class Command(BaseCommand):
     def _read(self) -> Snapshot:
         try:
             return take_snapshot(get_backend(), sorted(all_executors()))
-        except Exception as exc:  # noqa: BLE001 - any failure to read is "cannot tell"
+        except Exception as exc:
             raise CommandError(
                 f"Cannot read the job store: {type(exc).__name__}: {exc}", returncode=BROKEN
             ) from exc
