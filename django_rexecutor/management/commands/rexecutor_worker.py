@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...exceptions import ConfigurationError
 from ...worker import Worker
 from ...worker.metrics import PrometheusWorkerMetrics
+from ...worker.supervisor import Supervisor
 
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
@@ -53,11 +54,20 @@ class Command(BaseCommand):
         parser.add_argument("--no-cron", action="store_true", help="Do not run the cron scheduler.")
         parser.add_argument("--no-pruner", action="store_true", help="Do not run the pruner.")
         parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            metavar="N",
+            help="Worker processes to run, each with --concurrency slots, under a supervisor "
+            "that restarts one that dies and passes signals on (default 1: no supervisor).",
+        )
+        parser.add_argument(
             "--metrics-port",
             type=int,
             default=None,
             metavar="PORT",
-            help="Serve this worker's Prometheus metrics on PORT (needs the prometheus extra).",
+            help="Serve this worker's Prometheus metrics on PORT (with --processes N, child k "
+            "on PORT + k - 1; needs the prometheus extra).",
         )
         parser.add_argument(
             "--metrics-addr",
@@ -68,30 +78,54 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
-        metrics: PrometheusWorkerMetrics | None = None
+        processes = options["processes"]
+        if processes < 1:
+            raise CommandError(f"--processes must be at least 1, got {processes}.")
+        # Built here even with --processes, so that a bad option fails before any fork.
+        worker = self._worker(options)
+        if processes == 1:
+            code = self._run(worker, options)
+        else:
+            # A --name labels each child with its number; the default name is the child's own.
+            name = options["name"]
+            if options["verbosity"] >= 1:
+                self.stdout.write(f"django-rexecutor supervisor: {processes} worker processes")
+            code = Supervisor(
+                lambda number: self._run(
+                    self._worker(options, name and f"{name}-{number}", number), options, number
+                ),
+                processes,
+                burst=options["burst"],
+            ).run()
+        if code:
+            sys.exit(code)
+
+    def _worker(self, options: dict[str, Any], name: str | None = None, number: int = 1) -> Worker:
+        """The worker of these options; child ``number`` > 1 of a supervisor runs no plugin."""
         try:
-            if options["metrics_port"] is not None:
-                metrics = PrometheusWorkerMetrics()
-            worker = Worker(
+            metrics = None if options["metrics_port"] is None else PrometheusWorkerMetrics()
+            return Worker(
                 options["executor"] or None,
                 exclude=options["exclude"],
                 concurrency=options["concurrency"],
                 shutdown_timeout=options["shutdown_timeout"],
                 burst=options["burst"],
-                name=options["name"],
-                cron=not options["no_cron"],
-                pruner=not options["no_pruner"],
+                name=name or options["name"],
+                cron=not options["no_cron"] and number == 1,
+                pruner=not options["no_pruner"] and number == 1,
                 metrics=metrics,
             )
-            if metrics is not None:
-                metrics.serve(
-                    options["metrics_port"], worker=worker.worker_id, addr=options["metrics_addr"]
-                )
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
-        except OSError as exc:  # the port is taken, or the address is not ours
-            port = options["metrics_port"]
-            raise CommandError(f"Cannot serve metrics on port {port}: {exc}") from exc
+
+    def _run(self, worker: Worker, options: dict[str, Any], number: int = 1) -> int:
+        metrics = worker.metrics if isinstance(worker.metrics, PrometheusWorkerMetrics) else None
+        if metrics is not None:
+            port = options["metrics_port"] + number - 1
+            try:
+                metrics.serve(port, worker=worker.worker_id, addr=options["metrics_addr"])
+            except OSError as exc:  # the port is taken, or the address is not ours
+                raise CommandError(f"Cannot serve metrics on port {port}: {exc}") from exc
         verbose = options["verbosity"] >= 1
         if verbose:
             self._banner(worker)
@@ -103,8 +137,7 @@ class Command(BaseCommand):
                 metrics.stop()
         if verbose:
             self._summary(worker, time.monotonic() - started)
-        if code:
-            sys.exit(code)
+        return code
 
     def _configure_logging(self, verbosity: int) -> None:
         logger = logging.getLogger("django_rexecutor")
