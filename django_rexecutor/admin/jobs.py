@@ -137,13 +137,13 @@ class JobRecordAdmin(admin.ModelAdmin):
         "id",
         "executor",
         "status_badge",
+        "progress_bar",
         "attempts",
         "priority",
         "tag_list",
         "scheduled_at_shown",
         "finished",
         "last_error",
-        "progress_bar",
     ]
     list_display_links = ["id", "executor"]
     list_filter = ["status", ExecutorFilter, TagFilter]
