@@ -132,3 +132,34 @@ def test_the_trace_runs_from_the_request_through_a_real_worker() -> None:
     assert consumer.context.trace_id == request.get_span_context().trace_id
     assert consumer.parent.span_id == producer.context.span_id
     assert consumer.attributes["messaging.message.id"] == str(job_id)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_process_continues_the_trace_of_the_enqueue(
+    manage_py, subprocess_env, tmp_path
+) -> None:
+    import json
+
+    from tests.worker_support import WorkerProcess
+
+    spans_file = tmp_path / "spans.jsonl"
+    tracer = trace.get_tracer("test")
+    with override_settings(REXECUTOR=OTEL):
+        with tracer.start_as_current_span("POST /signup") as request:
+            job_id = RecordEffect.enqueue({"label": "traced"})
+    worker = WorkerProcess(
+        manage_py,
+        {**subprocess_env, "REXECUTOR_TEST_OTEL_SPANS": str(spans_file)},
+        "--burst",
+        overrides=OTEL,
+    )
+    assert worker.wait(60) == 0, worker.output
+    assert status_of(job_id) == JobStatus.COMPLETE
+    [consumer] = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    [producer] = spans(SpanKind.PRODUCER)
+    assert consumer["kind"] == "SpanKind.CONSUMER"
+    assert consumer["context"]["trace_id"] == f"0x{request.get_span_context().trace_id:032x}"
+    assert consumer["parent_id"] == f"0x{producer.context.span_id:016x}"
+    assert consumer["attributes"]["messaging.message.id"] == str(job_id)
+    assert consumer["attributes"]["messaging.system"] == "django_rexecutor"
