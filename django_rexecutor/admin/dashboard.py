@@ -80,8 +80,8 @@ def status_counts(alias: str, now: dt.datetime) -> tuple[list[ExecutorRow], bool
 
     Waiting and running jobs are counted exactly, through the status index: they are the
     queue, however big the table. Finished jobs pile up without bound: on PostgreSQL, once
-    the planner estimates more than ``ESTIMATE_THRESHOLD`` jobs, they are counted in a
-    sample of about ``SAMPLE_ROWS`` rows and scaled up, instead of a ``GROUP BY`` over
+    the planner estimates more than ``observing.ESTIMATE_THRESHOLD`` jobs, they are counted in a
+    sample of about ``observing.SAMPLE_ROWS`` rows and scaled up, instead of a ``GROUP BY`` over
     every row on every refresh (``Backend.job_counts``)."""
     backend = admin_backend(alias)
     counted = backend.job_counts()
