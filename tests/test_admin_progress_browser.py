@@ -21,7 +21,7 @@ from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_running_jobs_show_a_progress_bar(browser: Any, live_server: Any) -> None:
+def test_running_jobs_show_a_progress_bar(browser: Any, live_server: Any) -> None:  # noqa: F811
     now = timezone.now()
     reports = [
         make_job(
@@ -58,10 +58,14 @@ def test_running_jobs_show_a_progress_bar(browser: Any, live_server: Any) -> Non
     bars = browser.find_elements(By.CSS_SELECTOR, "#result_list .rx-progress-bar")
     fills = browser.find_elements(By.CSS_SELECTOR, "#result_list .rx-progress-fill")
     assert len(bars) == len(fills) == 4  # three running reports and the completed one
-    widths = sorted(round(f.size["width"] / b.size["width"], 2) for f, b in zip(fills, bars))
+    widths = sorted(
+        round(f.size["width"] / b.size["width"], 2) for f, b in zip(fills, bars, strict=True)
+    )
     assert widths == pytest.approx([0.05, 0.42, 0.8, 1.0], abs=0.03)
     # The note is the bar's tooltip; a job that never reported shows a dash.
-    titles = {e.get_attribute("title") for e in browser.find_elements(By.CSS_SELECTOR, ".rx-progress")}
+    titles = {
+        e.get_attribute("title") for e in browser.find_elements(By.CSS_SELECTOR, ".rx-progress")
+    }
     assert "page 42 of 100" in titles
     browser.find_element(By.ID, "toggle-nav-sidebar").click()  # room for the columns
     screenshot(browser, "admin-progress.png")
