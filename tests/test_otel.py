@@ -145,9 +145,11 @@ def test_a_worker_process_continues_the_trace_of_the_enqueue(
 
     spans_file = tmp_path / "spans.jsonl"
     tracer = trace.get_tracer("test")
-    with override_settings(REXECUTOR=OTEL):
-        with tracer.start_as_current_span("POST /signup") as request:
-            job_id = RecordEffect.enqueue({"label": "traced"})
+    with (
+        override_settings(REXECUTOR=OTEL),
+        tracer.start_as_current_span("POST /signup") as request,
+    ):
+        job_id = RecordEffect.enqueue({"label": "traced"})
     worker = WorkerProcess(
         manage_py,
         {**subprocess_env, "REXECUTOR_TEST_OTEL_SPANS": str(spans_file)},
