@@ -36,6 +36,7 @@ from .cron import CronConformance
 from .enqueue import EnqueueConformance
 from .locks import LockConformance
 from .notifications import NotificationConformance
+from .observability import ObservabilityConformance
 from .pruning import PruneConformance
 from .query import QueryConformance
 from .results import ResultConformance
@@ -55,6 +56,7 @@ __all__ = [
     "EnqueueConformance",
     "LockConformance",
     "NotificationConformance",
+    "ObservabilityConformance",
     "PruneConformance",
     "QueryConformance",
     "ResultConformance",
@@ -74,6 +76,7 @@ class BackendConformanceTests(
     NotificationConformance,
     CronConformance,
     LockConformance,
+    ObservabilityConformance,
     WorkflowConformance,
 ):
     """Every part of the suite; a subclass named ``Test…`` implements ``make_backend`` and
