@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     # below PostgreSQL's jsonb limit (256 MB of binary jsonb, which can be several times its
     # text) and SQLite's 1 GB, so a job that passes is never refused by the database.
     "MAX_PAYLOAD_BYTES": 16 * 1024 * 1024,
+    # Executor name -> {"global_concurrency", "rate_limit", "partition_by"}: overrides the
+    # executor's class attributes (see ``limits.py``).
+    "LIMITS": {},
 }
 
 
@@ -92,6 +95,11 @@ class Settings:
     def PRUNER(self) -> dict[str, Any] | None:
         value = self.get("PRUNER")
         return dict(value) if value else None
+
+    @property
+    def LIMITS(self) -> dict[str, Any]:
+        value = self.get("LIMITS")
+        return dict(value) if isinstance(value, dict) else {}
 
 
 rexecutor_settings = Settings()

@@ -8,10 +8,12 @@ never started; before the next claim they are given back, their attempt unused."
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 
 from ..backends.base import Backend
 from ..exceptions import BackendError
+from ..limits import Limits
 from .acks import ResultQueue
 from .attempts import RunningAttempts
 from .connections import DB_ERRORS
@@ -34,6 +36,7 @@ class Claimer:
         wakeups: Wakeups,
         *,
         rescue_after: timedelta,
+        limits: Mapping[str, Limits] | None = None,
     ) -> None:
         self.backend = backend
         self.worker_id = worker_id
@@ -41,6 +44,8 @@ class Claimer:
         self.results = results
         self.wakeups = wakeups
         self.rescue_after = rescue_after
+        #: Limited executors' limits, which the backend enforces as it claims.
+        self.limits = dict(limits or {})
         #: A claim failed and may have committed unseen: give such jobs back before claiming.
         self.unseen = False
 
@@ -59,7 +64,10 @@ class Claimer:
             self.release_unseen()
         limit = min(free, sum(capacity.values()))
         try:
-            jobs = self.backend.claim_jobs(self.worker_id, capacity, limit)
+            if self.limits:
+                jobs = self.backend.claim_jobs(self.worker_id, capacity, limit, limits=self.limits)
+            else:
+                jobs = self.backend.claim_jobs(self.worker_id, capacity, limit)
         except Exception as exc:
             # The claim may have committed without our seeing its rows: those jobs never
             # started, so before claiming again we give them back, their attempt unused.

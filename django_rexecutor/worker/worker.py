@@ -30,6 +30,7 @@ from ..backends import get_backend
 from ..backends.base import Backend, Claim
 from ..conf import rexecutor_settings
 from ..exceptions import ConfigurationError
+from ..limits import limits_of
 from .acks import ResultQueue
 from .attempts import CANCEL_POLL_INTERVAL, RunningAttempts
 from .claims import Claimer
@@ -115,6 +116,10 @@ class Worker:
             wake=self._wake,
         )
         self.results = ResultQueue(self.backend, self.clock, self.stats)
+        #: The executors whose claims count (``global_concurrency``, ``rate_limit``).
+        self.limits = {
+            name: lim for name, cls in self.executors.items() if (lim := limits_of(cls)).active
+        }
         self.wakeups = Wakeups(
             self.backend,
             self.executors,
@@ -122,6 +127,7 @@ class Worker:
             poll_interval=self.poll_interval,
             wake=self._wake,
             on_cancel=self.attempts.check_cancels_now,
+            limited=self.limits,
         )
         self.claims = Claimer(
             self.backend,
@@ -130,6 +136,7 @@ class Worker:
             self.results,
             self.wakeups,
             rescue_after=self.rescue_after,
+            limits=self.limits,
         )
         self._signals = 0
         self._stop_deadline: float | None = None

@@ -34,6 +34,7 @@ from .changes import ChangeConformance
 from .claims import ClaimConformance
 from .cron import CronConformance
 from .enqueue import EnqueueConformance
+from .limits import LimitConformance
 from .locks import LockConformance
 from .notifications import NotificationConformance
 from .pruning import PruneConformance
@@ -52,6 +53,7 @@ __all__ = [
     "ConformanceBase",
     "CronConformance",
     "EnqueueConformance",
+    "LimitConformance",
     "LockConformance",
     "NotificationConformance",
     "PruneConformance",
@@ -72,6 +74,7 @@ class BackendConformanceTests(
     NotificationConformance,
     CronConformance,
     LockConformance,
+    LimitConformance,
 ):
     """Every part of the suite; a subclass named ``Test…`` implements ``make_backend`` and
     ``delete_behind_the_backend``."""
