@@ -243,3 +243,30 @@ class Executor:
     @classmethod
     async def aupdate_job(cls, job: Job, *, backend: Backend | None = None) -> Job:
         return await resolve_backend(backend).aupdate_job(job, executor=cls.name)
+
+    # -- flow control --------------------------------------------------------------------
+    @classmethod
+    def pause(cls, *, backend: Backend | None = None) -> None:
+        """Pause this executor cluster-wide: running jobs finish, no worker claims its jobs
+        from its next claim on, until ``resume()``. Stored, so it survives restarts."""
+        resolve_backend(backend).pause_executors([cls.name])
+
+    @classmethod
+    async def apause(cls, *, backend: Backend | None = None) -> None:
+        await resolve_backend(backend).apause_executors([cls.name])
+
+    @classmethod
+    def resume(cls, *, backend: Backend | None = None) -> None:
+        resolve_backend(backend).resume_executors([cls.name])
+
+    @classmethod
+    async def aresume(cls, *, backend: Backend | None = None) -> None:
+        await resolve_backend(backend).aresume_executors([cls.name])
+
+    @classmethod
+    def is_paused(cls, *, backend: Backend | None = None) -> bool:
+        return cls.name in resolve_backend(backend).paused_executors()
+
+    @classmethod
+    async def ais_paused(cls, *, backend: Backend | None = None) -> bool:
+        return cls.name in await resolve_backend(backend).apaused_executors()

@@ -6,12 +6,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.functions import Cast, Coalesce
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -36,6 +41,9 @@ from .actions import (
 from .badges import badge, badge_css
 from .changelist import EstimatedCountPaginator, JobChangeList
 from .filters import ExecutorFilter, TagFilter, known_executors
+
+#: Who may pause and resume executors from the dashboard (``PausedExecutorRecord.Meta``).
+PAUSE_PERMISSION = "pause_executor"
 
 #: Search terms that are ids must fit a 64-bit primary key.
 MAX_ID = 2**63 - 1
@@ -291,6 +299,11 @@ class JobRecordAdmin(admin.ModelAdmin):
                 wrap(self.dashboard_view),
                 name=f"{self.opts.app_label}_dashboard",
             ),
+            path(
+                "dashboard/pause/",
+                wrap(self.pause_view),
+                name=f"{self.opts.app_label}_pause",
+            ),
             path("<path:object_id>/rerun/", wrap(self.rerun_view), name=f"{prefix}_rerun"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{prefix}_cancel"),
         ]
@@ -329,6 +342,7 @@ class JobRecordAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "title": _("Jobs dashboard"),
             "rx_badge_css": badge_css(),
+            "rx_can_pause": self.has_pause_permission(request),
             **dashboard.collect(self.get_queryset(request).db),
         }
         partial = request.GET.get("partial") == "1"
@@ -370,3 +384,30 @@ class JobRecordAdmin(admin.ModelAdmin):
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return require_POST(self._act)(request, object_id, "cancel")
+
+    # -- pausing executors (dashboard) -------------------------------------------------------
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm(f"{self.opts.app_label}.{PAUSE_PERMISSION}"))
+
+    def pause_view(self, request: HttpRequest) -> HttpResponse:
+        return require_POST(self._pause)(request)
+
+    def _pause(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_pause_permission(request):
+            raise PermissionDenied
+        name = request.POST.get("executor", "")
+        action = request.POST.get("action")
+        if not name or action not in ("pause", "resume"):
+            return HttpResponseBadRequest("Give an executor and action=pause or action=resume.")
+        backend = admin_backend(self.get_queryset(request).db)
+        if action == "pause":
+            backend.pause_executors([name])
+            messages.success(
+                request, _("Paused %(name)s: no worker claims its jobs.") % {"name": name}
+            )
+        else:
+            backend.resume_executors([name])
+            messages.success(request, _("Resumed %(name)s.") % {"name": name})
+        return HttpResponseRedirect(
+            reverse(f"admin:{self.opts.app_label}_dashboard", current_app=self.admin_site.name)
+        )

@@ -117,7 +117,7 @@ class Worker:
         )
         self.results = ResultQueue(self.backend, self.clock, self.stats)
         #: The executors whose claims count (``global_concurrency``, ``rate_limit``).
-        self.limits = {
+        self.flow_limits = {
             name: lim for name, cls in self.executors.items() if (lim := limits_of(cls)).active
         }
         self.wakeups = Wakeups(
@@ -127,7 +127,7 @@ class Worker:
             poll_interval=self.poll_interval,
             wake=self._wake,
             on_cancel=self.attempts.check_cancels_now,
-            limited=self.limits,
+            limited=self.flow_limits,
         )
         self.claims = Claimer(
             self.backend,
@@ -136,7 +136,7 @@ class Worker:
             self.results,
             self.wakeups,
             rescue_after=self.rescue_after,
-            limits=self.limits,
+            limits=self.flow_limits,
         )
         self._signals = 0
         self._stop_deadline: float | None = None

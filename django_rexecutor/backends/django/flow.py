@@ -66,12 +66,12 @@ class FlowControl(DjangoBase):
                 since = now - rate.period
                 starts = JobStartRecord.objects.using(self.alias).filter(executor=executor)
                 starts.filter(started_at__lte=since).delete()
-                rows = (
+                recent = (
                     starts.filter(started_at__gt=since)
                     .values_list("partition_key")
                     .annotate(n=Count("id"))
                 )
-                for p, n in rows:
+                for p, n in recent:
                     started[key(p)] += n
 
             def remainder(p: str) -> int:
@@ -108,11 +108,13 @@ class FlowControl(DjangoBase):
             claimed = self.engine.claim_ids(worker_id, [i for i, _p in chosen])
             if rate is not None and claimed:
                 ids = [row[0] for row in claimed]
+                started_at = self.jobs.filter(pk__in=ids).values_list(
+                    "partition_key", "attempted_at"
+                )
                 JobStartRecord.objects.using(self.alias).bulk_create(
                     JobStartRecord(executor=executor, partition_key=p, started_at=at)
-                    for p, at in self.jobs.filter(pk__in=ids).values_list(
-                        "partition_key", "attempted_at"
-                    )
+                    for p, at in started_at
+                    if at is not None
                 )
             return claimed
 

@@ -152,15 +152,6 @@ class LimitConformance(ConformanceBase):
         backend.resume_executors([ALPHA])
         assert backend.paused_executors() == {BETA}
 
-    def test_pause_has_async_twins(self, backend: Backend) -> None:
-        async def scenario() -> tuple[set[str], set[str]]:
-            await backend.apause_executors([ALPHA])
-            paused = await backend.apaused_executors()
-            await backend.aresume_executors([ALPHA])
-            return paused, await backend.apaused_executors()
-
-        assert self.run_async(scenario) == ({ALPHA}, set())
-
 
 def _all(executor: str) -> Query:
     return ExecutorEqual(executor)
