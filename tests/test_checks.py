@@ -187,6 +187,7 @@ def test_defaults() -> None:
         "CRON": [],
         "PRUNER": None,
         "MAX_PAYLOAD_BYTES": 16 * 1024 * 1024,
+        "LIMITS": {},
     }
     with override_settings(REXECUTOR={}):
         assert rexecutor_settings.CONCURRENCY == 10

@@ -108,7 +108,7 @@ _TIMES = (*(f"{name}_shown" for name in TIMESTAMP_FIELDS), "cancel_reason")
 #: Columns a row written by hand may hold unreadable values in: loaded as text and decoded
 #: one by one (``decoding``), so such a row shows its problem instead of failing the page.
 _STORED = (*TIMESTAMP_FIELDS, *JSON_FIELDS)
-_INTERNALS = ("claimed_by", "unique_key")
+_INTERNALS = ("claimed_by", "unique_key", "partition_key")
 
 
 def stored(job: JobRecord, name: str) -> Any:
