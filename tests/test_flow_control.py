@@ -202,9 +202,7 @@ def test_the_commands_take_all() -> None:
     from django_rexecutor import registry
 
     call_command("rexecutor_pause", "--all")
-    assert {r.executor for r in PausedExecutorRecord.objects.all()} == set(
-        registry.all_executors()
-    )
+    assert {r.executor for r in PausedExecutorRecord.objects.all()} == set(registry.all_executors())
     call_command("rexecutor_resume", "--all")
     assert not PausedExecutorRecord.objects.exists()
 
