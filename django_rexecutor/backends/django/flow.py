@@ -45,7 +45,6 @@ class FlowControl(DjangoBase):
         """Claim up to ``wanted`` jobs of a limited ``executor``; the claimed rows."""
         with self._atomic():
             self._lock_limit(executor)
-            now = self.engine.current_time()
             rate = limits.rate_limit
             partitioned = bool(limits.partition_by)
 
@@ -63,7 +62,7 @@ class FlowControl(DjangoBase):
                     running[key(p)] += n
             started: Counter[str] = Counter()
             if rate is not None:
-                since = now - rate.period
+                since = self.engine.current_time() - rate.period
                 starts = JobStartRecord.objects.using(self.alias).filter(executor=executor)
                 starts.filter(started_at__lte=since).delete()
                 recent = (
