@@ -94,14 +94,14 @@ def test_a_rate_limit_spaces_the_starts_across_workers(manage_py, subprocess_env
     for i, first in enumerate(attempted):
         within = [a for a in attempted[i:] if a - first < timedelta(seconds=period)]
         assert len(within) <= 3, attempted
-    # In the jobs' own records too (they start a little after their claim, by up to a few
-    # tens of milliseconds, hence the tolerance).
+    # In the jobs' own records too (a job starts a little after its claim: tens of
+    # milliseconds, more on a loaded machine, hence the tolerance).
     starts = sorted(r["start"] for r in runs(path).values())
     assert len(starts) == 9
     for i, first in enumerate(starts):
-        assert len([s for s in starts[i:] if s - first < period - 0.1]) <= 3, starts
+        assert len([s for s in starts[i:] if s - first < period - 0.3]) <= 3, starts
     # Three windows' worth: the last three start no sooner than two periods after the first.
-    assert starts[-1] - starts[0] >= 2 * period - 0.1
+    assert starts[-1] - starts[0] >= 2 * period - 0.3
     assert {j.attempt for j in JobRecord.objects.filter(pk__in=ids)} == {1}
 
 
@@ -153,8 +153,9 @@ def test_pause_reaches_running_workers_survives_a_restart_and_resume_runs_at_onc
         resumed_at = time.time()
         FlowPaused.resume()
         wait_until(lambda: all_complete(ids), 10, worker)
+        # Seen at the worker's next poll (POLL_INTERVAL: 1 s on PostgreSQL, 0.2 s on SQLite).
         first = min(r["start"] for r in runs(path).values())
-        assert first - resumed_at < 1.5
+        assert first - resumed_at < 2.0
     finally:
         worker.stop()
 

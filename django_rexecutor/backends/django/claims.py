@@ -47,7 +47,7 @@ class Claiming(FlowControl, Reading):
         # others in the engine's one statement, with the slots left.
         for name, lim in limited(wanted, limits).items():
             del wanted[name]
-            if len(rows) < limit:
+            if len(rows) < limit and self.has_due_jobs(name):
                 rows += self.claim_limited(
                     worker_id, name, min(capacity[name], limit - len(rows)), lim
                 )

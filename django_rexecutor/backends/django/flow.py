@@ -25,13 +25,15 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count
+from django.db.models.functions import Now
 
 from ...limits import Limits
 from ...models import ExecutorLimitRecord, JobStartRecord, PausedExecutorRecord
-from ...status import JobStatus
+from ...status import READY_STATUSES, JobStatus
 from .base import DjangoBase
 from .engines.base import claim_candidates_sql
 
+READY = sorted(READY_STATUSES)
 #: Candidate selects per limited claim: each leaves out the partitions the previous filled.
 ROUNDS = 4
 #: Candidates per select, as a multiple of the jobs still wanted (a few partitions' worth).
@@ -116,6 +118,13 @@ class FlowControl(DjangoBase):
                     if at is not None
                 )
             return claimed
+
+    def has_due_jobs(self, executor: str) -> bool:
+        """Whether ``executor`` (not paused) has a job due now: one index probe, so that an
+        idle limited executor costs its workers no claim transaction per round."""
+        paused = PausedExecutorRecord.objects.using(self.alias).values("executor")
+        due = self.jobs.filter(executor=executor, status__in=READY, scheduled_at__lte=Now())
+        return due.exclude(executor__in=paused).exists()
 
     def _lock_limit(self, executor: str) -> None:
         """Lock the executor's limit row until the transaction ends, creating it if needed
