@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import registry
 from ...backends import get_backend
+from ...backends.base import Backend
 
 
 class Command(BaseCommand):
@@ -46,5 +47,5 @@ class Command(BaseCommand):
             self.style.SUCCESS(f"{self.verb.capitalize()}d {len(chosen)} executor(s).")
         )
 
-    def apply(self, backend: Any, names: list[str]) -> None:
+    def apply(self, backend: Backend, names: list[str]) -> None:
         backend.pause_executors(names)

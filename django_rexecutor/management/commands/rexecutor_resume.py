@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from ...backends.base import Backend
 from .rexecutor_pause import Command as PauseCommand
 
 
@@ -11,5 +10,5 @@ class Command(PauseCommand):
     help = "Resume paused executors across every worker (their waiting jobs run again)."
     verb = "resume"
 
-    def apply(self, backend: Any, names: list[str]) -> None:
+    def apply(self, backend: Backend, names: list[str]) -> None:
         backend.resume_executors(names)
