@@ -271,3 +271,57 @@ def test_the_pause_control_needs_post_and_a_csrf_token() -> None:
     assert client.get(PAUSE, {"executor": Plain.name, "action": "pause"}).status_code == 405
     assert client.post(PAUSE, {"executor": Plain.name, "action": "pause"}).status_code == 403
     assert not Plain.is_paused()
+
+
+# -- the limit row's lock ------------------------------------------------------------------------
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_that_loses_the_race_to_create_the_limit_row_still_locks_it() -> None:
+    import threading
+    import time
+
+    from django.db import DatabaseError, connections, transaction
+
+    from django_rexecutor import DjangoBackend
+    from django_rexecutor.models import ExecutorLimitRecord
+
+    backend = DjangoBackend()
+    first_in = threading.Event()
+    release_first = threading.Event()
+    second_holds = threading.Event()
+    release_second = threading.Event()
+    seen: dict[str, bool] = {}
+
+    def first() -> None:
+        with transaction.atomic():
+            backend._lock_limit("flow_test.race")  # creates the row
+            first_in.set()
+            release_first.wait(10)
+        connections.close_all()
+
+    def second() -> None:
+        first_in.wait(10)
+        with transaction.atomic():
+            backend._lock_limit("flow_test.race")  # waits for the first, loses the insert
+            second_holds.set()
+            release_second.wait(10)
+        connections.close_all()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    first_in.wait(10)
+    time.sleep(0.3)  # the second is now blocked on the first's insert of the row
+    release_first.set()
+    assert second_holds.wait(10)
+    try:
+        with transaction.atomic():
+            rows = ExecutorLimitRecord.objects.select_for_update(nowait=True)
+            list(rows.filter(executor="flow_test.race"))
+        seen["locked"] = False
+    except DatabaseError:
+        seen["locked"] = True
+    release_second.set()
+    for t in threads:
+        t.join(10)
+    assert seen == {"locked": True}

@@ -128,16 +128,23 @@ class FlowControl(DjangoBase):
 
     def _lock_limit(self, executor: str) -> None:
         """Lock the executor's limit row until the transaction ends, creating it if needed
-        (a concurrent creator wins the insert; we then wait for its row like any claim)."""
+        (a concurrent creator wins the insert; we then lock its row like any claim)."""
         rows = ExecutorLimitRecord.objects.using(self.alias)
-        locked = rows.select_for_update().filter(executor=executor).values_list("executor")
-        if list(locked):
+
+        def lock() -> bool:
+            # A new QuerySet each time: an evaluated one answers from its cache, unlocked.
+            locked = rows.select_for_update().filter(executor=executor).values_list("executor")
+            return bool(list(locked))
+
+        if lock():
             return
         try:
             with transaction.atomic(using=self.alias):  # a savepoint: a lost race is harmless
                 rows.create(executor=executor)
         except IntegrityError:
-            list(locked)
+            if not lock():  # pragma: no cover - the winner's row cannot disappear
+                raise
+        # Our own new row: locked by its insert until we commit.
 
     def _candidates(self, executor: str, n: int, full: Collection[str]) -> list[tuple[int, str]]:
         """Up to ``n`` ready jobs of ``executor`` outside the partitions ``full``, most urgent

@@ -67,6 +67,41 @@ class LimitConformance(ConformanceBase):
         executing = [j for j in backend.query(_all(ALPHA)) if j.status == JobStatus.EXECUTING]
         assert len(executing) == 3
 
+    def test_global_concurrency_holds_round_after_round_of_racing_claimers(
+        self, backend: Backend
+    ) -> None:
+        # Claimers race from their very first claim (when the store may still be setting up
+        # the executor's bookkeeping) and then claim, run and complete over and over: at no
+        # moment may more jobs run than the limit.
+        limits = {ALPHA: Limits(global_concurrency=1, partition_by=ACCOUNT)}
+        for n in range(24):
+            self.enqueue_limited(backend, account="a" if n % 2 else "b")
+        start = threading.Barrier(4)
+        guard = threading.Lock()
+        running: dict[str, int] = {"a": 0, "b": 0}
+        most = {"a": 0, "b": 0}
+
+        def claimer(n: int) -> int:
+            start.wait(timeout=10)
+            done = 0
+            for _ in range(8):
+                for job in backend.claim_jobs(f"worker-{n}", {ALPHA: 2}, 2, limits=limits):
+                    account = job.data["account"]
+                    with guard:
+                        running[account] += 1
+                        most[account] = max(most[account], running[account])
+                    time.sleep(0.01)
+                    with guard:
+                        running[account] -= 1
+                    assert backend.mark_job_complete(job.id, claim=Claim.of(job))
+                    done += 1
+            return done
+
+        with self.thread_pool(4) as pool:
+            done = sum(pool.map(claimer, range(4)))
+        assert done > 0
+        assert most == {"a": 1, "b": 1}
+
     def test_a_slot_comes_back_when_its_job_stops_executing(self, backend: Backend) -> None:
         limits = {ALPHA: Limits(global_concurrency=1)}
         for _ in range(2):
