@@ -29,6 +29,7 @@ def register() -> None:
 
     checks.register(check_cron, "django_rexecutor")
     checks.register(check_pruner, "django_rexecutor")
+    checks.register(check_observability, "django_rexecutor")
 
 
 def _error(msg: str, id_: str, hint: str | None = None) -> checks.Error:
@@ -185,6 +186,49 @@ def check_enqueue(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> li
                     hint="Point REXECUTOR['DATABASE'] at an alias of one of those databases.",
                 )
             )
+    return errors
+
+
+def check_observability(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
+    """``MIDDLEWARE`` entries that cannot be loaded, and a ``METRICS_TOKEN`` that is not a
+    string."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .middleware import load_factory
+
+    raw = getattr(settings, "REXECUTOR", None)
+    if not isinstance(raw, dict):
+        return []
+    errors: list[Any] = []
+    paths = raw.get("MIDDLEWARE") or []
+    if not isinstance(paths, list | tuple) or not all(isinstance(p, str) for p in paths):
+        return [
+            _error(
+                f'REXECUTOR["MIDDLEWARE"] must be a list of dotted paths (strings), got {paths!r}.',
+                "E040",
+            )
+        ]
+    for path in paths:
+        try:
+            load_factory(path)
+        except ImproperlyConfigured as exc:
+            errors.append(
+                _error(
+                    str(exc),
+                    "E040",
+                    hint="Each entry is the dotted path of a middleware factory, e.g. "
+                    "'django_rexecutor.contrib.otel.OpenTelemetryMiddleware'.",
+                )
+            )
+    token = raw.get("METRICS_TOKEN")
+    if token is not None and (not isinstance(token, str) or not token):
+        errors.append(
+            _error(
+                'REXECUTOR["METRICS_TOKEN"] must be a non-empty string or None, '
+                f"got {type(token).__name__}.",
+                "E041",
+            )
+        )
     return errors
 
 

@@ -187,6 +187,8 @@ def test_defaults() -> None:
         "CRON": [],
         "PRUNER": None,
         "MAX_PAYLOAD_BYTES": 16 * 1024 * 1024,
+        "MIDDLEWARE": [],
+        "METRICS_TOKEN": None,
         "LIMITS": {},
     }
     with override_settings(REXECUTOR={}):

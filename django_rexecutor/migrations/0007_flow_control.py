@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_rexecutor', '0005_uniq'),
+        ('django_rexecutor', '0006_job_progress'),
     ]
 
     operations = [

@@ -8,6 +8,7 @@ never started; before the next claim they are given back, their attempt unused."
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from .acks import ResultQueue
 from .attempts import RunningAttempts
 from .connections import DB_ERRORS
 from .execution import describe_exception
+from .metrics import NO_METRICS, WorkerMetrics
 from .wakeups import Wakeups
 
 logger = logging.getLogger("django_rexecutor.worker")
@@ -48,6 +50,8 @@ class Claimer:
         self.limits = dict(limits or {})
         #: A claim failed and may have committed unseen: give such jobs back before claiming.
         self.unseen = False
+        #: Told of every claim round trip (``worker.metrics``); set by the worker.
+        self.metrics: WorkerMetrics = NO_METRICS
 
     def claim(self, silent_for: float) -> tuple[int, int]:
         """Claim up to the free slots and start the jobs; returns (claimed, asked for).
@@ -63,6 +67,7 @@ class Claimer:
         if self.unseen:
             self.release_unseen()
         limit = min(free, sum(capacity.values()))
+        started = time.monotonic()
         try:
             if self.limits:
                 jobs = self.backend.claim_jobs(self.worker_id, capacity, limit, limits=self.limits)
@@ -76,6 +81,7 @@ class Claimer:
                 raise
             logger.exception("Claiming jobs failed")
             raise BackendError(f"claim_jobs failed: {describe_exception(exc)}") from exc
+        self.metrics.claimed(time.monotonic() - started, limit, len(jobs))
         for job in jobs:
             self.attempts.start(job)
         if len(jobs) < limit:

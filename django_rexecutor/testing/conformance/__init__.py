@@ -37,6 +37,7 @@ from .enqueue import EnqueueConformance
 from .limits import LimitConformance
 from .locks import LockConformance
 from .notifications import NotificationConformance
+from .observability import ObservabilityConformance
 from .pruning import PruneConformance
 from .query import QueryConformance
 from .results import ResultConformance
@@ -56,6 +57,7 @@ __all__ = [
     "LimitConformance",
     "LockConformance",
     "NotificationConformance",
+    "ObservabilityConformance",
     "PruneConformance",
     "QueryConformance",
     "ResultConformance",
@@ -74,6 +76,7 @@ class BackendConformanceTests(
     NotificationConformance,
     CronConformance,
     LockConformance,
+    ObservabilityConformance,
     LimitConformance,
 ):
     """Every part of the suite; a subclass named ``Test…`` implements ``make_backend`` and
