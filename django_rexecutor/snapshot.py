@@ -32,8 +32,6 @@ class Snapshot:
     executors: dict[str, ExecutorHealth]
     estimated: frozenset[str]
     workers: list[WorkerInfo]
-    #: Whether the backend reports paused executors at all.
-    knows_paused: bool = False
 
     @property
     def max_lag(self) -> timedelta | None:
@@ -55,7 +53,7 @@ class Snapshot:
                     "counts": {s.value: e.counts.get(s.value, 0) for s in JobStatus},
                     "lag_seconds": _seconds(e.lag),
                     "discarded_last_hour": e.discarded_last_hour,
-                    "paused": e.paused if self.knows_paused else None,
+                    "paused": e.paused,
                 }
                 for name, e in sorted(self.executors.items())
             },
@@ -97,9 +95,6 @@ def take_snapshot(backend: Backend, executors: list[str] | None = None) -> Snaps
     for (executor, status), n in backend.finished_since(now - HOUR).items():
         if status == JobStatus.DISCARDED.value:
             row(executor).discarded_last_hour = n
-    paused_of = getattr(backend, "paused_executors", None)
-    knows_paused = callable(paused_of)
-    if knows_paused:
-        for name in paused_of():  # type: ignore[misc]
-            row(name).paused = True
-    return Snapshot(now, rows, frozenset(counted.estimated), backend.live_workers(), knows_paused)
+    for name in backend.paused_executors():
+        row(name).paused = True
+    return Snapshot(now, rows, frozenset(counted.estimated), backend.live_workers())

@@ -34,6 +34,7 @@ def test_the_view_exposes_jobs_lag_and_workers_to_staff(admin_client) -> None:
     for _ in range(3):
         RecordEffect.builder().schedule_at(timezone.now() - timedelta(seconds=90)).enqueue()
     get_backend().record_heartbeat("w-1", executors=[RecordEffect.name], concurrency=2, running=[1])
+    get_backend().pause_executors([Outcomes.name])
     response = admin_client.get(URL)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain; version=")
@@ -45,6 +46,8 @@ def test_the_view_exposes_jobs_lag_and_workers_to_staff(admin_client) -> None:
     assert got[("rexecutor_live_workers", ())] == 1
     assert got[("rexecutor_worker_running_jobs", (("worker", "w-1"),))] == 1
     assert got[("rexecutor_jobs_estimated", (("status", "complete"),))] == 0
+    assert got[("rexecutor_executor_paused", (("executor", "test.outcomes"),))] == 1
+    assert got[("rexecutor_executor_paused", (("executor", "test.record"),))] == 0
 
 
 @pytest.mark.urls("tests.urls_metrics")

@@ -104,3 +104,17 @@ def test_usage_and_store_errors_exit_2(monkeypatch) -> None:
     with pytest.raises(CommandError, match="Cannot read the job store: RuntimeError") as raised:
         call_command("rexecutor_status")
     assert raised.value.returncode == 2
+
+
+@pytest.mark.django_db
+def test_paused_executors_are_shown_in_text_and_json() -> None:
+    RecordEffect.enqueue({})
+    get_backend().pause_executors([RecordEffect.name])
+    code, text = status()
+    assert code == 0
+    assert text.splitlines()[1].split()[-1] == "paused"  # the header's last column
+    [row] = [line for line in text.splitlines() if line.startswith("test.record ")]
+    assert row.split()[-1] == "paused"
+    data = json.loads(status("--json")[1])
+    assert data["executors"]["test.record"]["paused"] is True
+    assert data["executors"]["test.outcomes"]["paused"] is False

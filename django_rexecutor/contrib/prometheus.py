@@ -66,7 +66,13 @@ class StoreCollector:
             "1 if rexecutor_jobs of this status is an estimate, else 0.",
             labels=["status"],
         )
+        paused = GaugeMetricFamily(
+            "rexecutor_executor_paused",
+            "1 if the executor is paused cluster-wide (no worker claims its jobs), else 0.",
+            labels=["executor"],
+        )
         for name, health in sorted(snapshot.executors.items()):
+            paused.add_metric([name], 1 if health.paused else 0)
             for status in JobStatus:
                 jobs.add_metric([name, status.value], health.counts.get(status.value, 0))
             lag.add_metric([name], 0.0 if health.lag is None else health.lag.total_seconds())
@@ -88,7 +94,7 @@ class StoreCollector:
         for w in snapshot.workers:
             running.add_metric([w.worker_id], len(w.running))
             age.add_metric([w.worker_id], max(0.0, (snapshot.at - w.heartbeat_at).total_seconds()))
-        yield from (jobs, estimated, lag, discarded, workers, running, age)
+        yield from (jobs, estimated, lag, discarded, paused, workers, running, age)
 
 
 def allowed(request: HttpRequest) -> bool:

@@ -114,9 +114,7 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(out, sort_keys=True))
             return
         statuses = [s.value for s in JobStatus]
-        header = ["executor", *statuses, "lag", "discarded/h"]
-        if snapshot.knows_paused:
-            header.append("paused")
+        header = ["executor", *statuses, "lag", "discarded/h", "paused"]
         table = [header]
         for name, health in sorted(snapshot.executors.items()):
             cells = [name]
@@ -125,8 +123,7 @@ class Command(BaseCommand):
                 cells.append(f"~{n}" if status in snapshot.estimated else str(n))
             cells.append("-" if health.lag is None else f"{health.lag.total_seconds():.1f}s")
             cells.append(str(health.discarded_last_hour))
-            if snapshot.knows_paused:
-                cells.append("paused" if health.paused else "")
+            cells.append("paused" if health.paused else "")
             table.append(cells)
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         lines = [f"Jobs at {snapshot.at:%Y-%m-%d %H:%M:%S %Z}"]
