@@ -81,6 +81,9 @@ class Engine(ABC):
     #: Appended to each of the claim's sub-selects: the row locks that keep two concurrent
     #: claims from taking the same job (nothing where the database runs one writer at a time).
     claim_lock_sql: ClassVar[str] = ""
+    #: Seconds between a worker's polls when ``REXECUTOR["POLL_INTERVAL"]`` is unset: the
+    #: pickup latency where no notification wakes the worker, against the idle cost.
+    default_poll_interval: ClassVar[float] = 1.0
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
