@@ -84,6 +84,9 @@ class Engine(ABC):
     #: Seconds between a worker's polls when ``REXECUTOR["POLL_INTERVAL"]`` is unset: the
     #: pickup latency where no notification wakes the worker, against the idle cost.
     default_poll_interval: ClassVar[float] = 1.0
+    #: Follows the job table's name in the claim's sub-selects: an index hint where the
+    #: database has no partial index and its planner would otherwise walk finished jobs.
+    claim_index_hint: ClassVar[str] = ""
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
@@ -269,13 +272,16 @@ def claim_candidates_sql(
     single indexed select). Each executor with a smaller capacity gets its own sub-select
     limited to it; the union holds every job the claim may take, and the outer ``ORDER BY``
     picks the most urgent of them. Each sub-select ends with the engine's
-    ``claim_lock_sql``."""
+    ``claim_lock_sql`` (and names the table with its ``claim_index_hint``)."""
     cutoff = engine.due_sql
     lock = engine.claim_lock_sql
     ready = ", ".join(f"'{s}'" for s in READY)
     shared = [name for name, n in wanted.items() if n >= limit]
     capped = {name: n for name, n in wanted.items() if n < limit}
-    due = f"FROM {JOB_TABLE} WHERE status IN ({ready}) AND scheduled_at <= {cutoff}"
+    due = (
+        f"FROM {JOB_TABLE}{engine.claim_index_hint} WHERE status IN ({ready})"
+        f" AND scheduled_at <= {cutoff}"
+    )
     order = "ORDER BY priority, scheduled_at, id"
     params: list[Any] = []
     if not capped:

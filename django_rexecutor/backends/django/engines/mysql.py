@@ -25,7 +25,7 @@ from typing import Any
 from django.db import DatabaseError
 from django.utils import timezone
 
-from ....exceptions import UniquenessConflict
+from ....exceptions import EncodeDecodeError, UniquenessConflict
 from ....models import JobErrorRecord, UniquenessLockRecord
 from ...values import Claim, EnqueuableJob
 from .base import (
@@ -67,6 +67,9 @@ _CONFLICT_MESSAGE = (
     "so its job cannot be seen here and nothing was enqueued. Roll back and retry the whole "
     "transaction, or enqueue outside it (or in a READ COMMITTED one)."
 )
+#: The deepest nesting of lists and objects each server's JSON functions accept.
+MARIADB_MAX_JSON_DEPTH = 31
+MYSQL_MAX_JSON_DEPTH = 100
 _SNAPSHOT_LEVELS = {"repeatable read", "serializable"}
 #: Per thread: whether the current ``unique_transaction`` is one of our own (READ COMMITTED).
 _unique_state = threading.local()
@@ -78,9 +81,18 @@ class MySQLEngine(Engine):
     attempted_at_sql = _NOW
     # As on PostgreSQL: concurrent claimers skip each other's rows instead of waiting.
     claim_lock_sql = " FOR UPDATE SKIP LOCKED"
+    # Without partial indexes, the model's ready index also holds finished jobs, and a
+    # locking read locks every row it walks: the claim reads the index that starts with the
+    # status (migration 0002), so it walks, and locks, only ready jobs.
+    claim_index_hint = " USE INDEX (rexecutor_job_ready_mysql_idx)"
     # No notifications between processes: the poll is the pickup latency (half of it on
     # average) and the idle cost (one indexed SELECT per poll; see docs/databases.md).
     default_poll_interval = 0.5
+
+    @property
+    def max_json_depth(self) -> int:
+        """The deepest JSON the server's JSON columns take."""
+        return MARIADB_MAX_JSON_DEPTH if self.connection.mysql_is_mariadb else MYSQL_MAX_JSON_DEPTH  # type: ignore[attr-defined]
 
     @property
     def now_sql(self) -> str:
@@ -94,7 +106,7 @@ class MySQLEngine(Engine):
         """One raw ``INSERT`` in the caller's transaction (no model instance); the id is the
         connection's last insert id."""
         with self.connection.cursor() as cursor:
-            cursor.execute(INSERT_SQL + _ONE_ROW, _row(job, limit))
+            cursor.execute(INSERT_SQL + _ONE_ROW, _row(job, limit, self.max_json_depth))
             return int(cursor.lastrowid)
 
     def insert_many(self, jobs: Sequence[EnqueuableJob], limit: int | None) -> list[int]:
@@ -104,7 +116,7 @@ class MySQLEngine(Engine):
         and ``auto_increment_increment`` = 1); otherwise each row is inserted alone."""
         connection = self.connection
         returning = bool(getattr(connection, "mysql_is_mariadb", False))
-        rows = [_row(job, limit) for job in jobs]
+        rows = [_row(job, limit, self.max_json_depth) for job in jobs]
         ids: list[int] = []
         with self.atomic(), connection.cursor() as cursor:
             consecutive = returning or _consecutive_ids(cursor)
@@ -290,12 +302,48 @@ def lock_name(database: str, name: str) -> str:
     return f"{full[: MAX_LOCK_NAME - len(digest) - 1]}.{digest}"
 
 
-def _row(job: EnqueuableJob, limit: int | None) -> tuple[Any, ...]:
-    """``encoded_row`` with its datetimes as MySQL's driver needs them: naive UTC."""
+def _row(job: EnqueuableJob, limit: int | None, max_depth: int) -> tuple[Any, ...]:
+    """``encoded_row`` with its datetimes as MySQL's driver needs them (naive UTC), its JSON
+    checked against the server's nesting limit."""
+    row = encoded_row(job, timezone.now(), limit)
+    for what, text in (("data", row[2]), ("metadata", row[3])):
+        if text is not None:
+            check_json_depth(text, what, max_depth)
     return tuple(
         timezone.make_naive(v, UTC) if isinstance(v, datetime) and timezone.is_aware(v) else v
-        for v in encoded_row(job, timezone.now(), limit)
+        for v in row
     )
+
+
+def check_json_depth(text: str, what: str, max_depth: int) -> None:
+    """Refuse JSON ``text`` nested deeper than the server stores (MariaDB's JSON functions,
+    and so the JSON columns' ``json_valid`` check, stop at 32 levels; MySQL's at 100) with a
+    message naming the column, instead of the server's anonymous constraint error."""
+    if text.count("[") + text.count("{") <= max_depth:  # cheap: nearly every payload
+        return
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    if deepest > max_depth:
+        raise EncodeDecodeError(
+            f"The job's {what} is nested {deepest} lists or objects deep; this database stores "
+            f"JSON at most {max_depth} deep. Flatten the value (or store the deep part as a "
+            "JSON string)."
+        )
 
 
 def _chunks(rows: Sequence[tuple[Any, ...]]) -> Iterator[Sequence[tuple[Any, ...]]]:
