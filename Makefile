@@ -107,8 +107,8 @@ lint: venv
 migrations-check: venv
 	$(SQLITE_ENV) $(MANAGE) makemigrations --check --dry-run
 
-bench: venv postgres
-	$(POSTGRES_ENV) $(PYTHON) tests/benchmarks/bench.py $(BENCH_ARGS)
+bench: venv postgres mariadb
+	$(POSTGRES_ENV) $(PYTHON) tests/benchmarks/bench.py --mysql-url $(MYSQL_URL) $(BENCH_ARGS)
 
 # The chaos suite starts its own PostgreSQL cluster (CHAOS_PG_PORT, default 5433) and PgBouncer
 # (CHAOS_PGBOUNCER_PORT, default 6433); it never restarts or kills backends of the one above.
