@@ -298,7 +298,7 @@ def mysql_problems(
                 f"The session time zone of {alias!r} is {utc_offset:+d} s from UTC: Django "
                 "stores datetimes in UTC, so heartbeats, rescue and due times would be off.",
                 "E043",
-                hint="Add \"init_command\": \"SET time_zone = '+00:00'\" to the alias's "
+                hint='Add "init_command": "SET time_zone = \'+00:00\'" to the alias\'s '
                 "OPTIONS, or run the server with default_time_zone = '+00:00'.",
             )
         )

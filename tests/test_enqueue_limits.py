@@ -14,11 +14,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from django_rexecutor import EncodeDecodeError, Executor, Job, RexecutorError, UniquenessCriteria
-from django_rexecutor.conf import DEFAULTS
 from django_rexecutor.backends.django.engines.mysql import (
     MARIADB_MAX_JSON_DEPTH,
     MYSQL_MAX_JSON_DEPTH,
 )
+from django_rexecutor.conf import DEFAULTS
 from django_rexecutor.encoding import MAX_DEPTH
 from django_rexecutor.exceptions import PayloadTooLarge
 from django_rexecutor.models import JobRecord
