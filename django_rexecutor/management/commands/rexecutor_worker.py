@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import OperationalError
 
 from ...exceptions import ConfigurationError
 from ...worker import Worker
@@ -51,6 +52,17 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None, help="Worker identity (default: host:pid).")
         parser.add_argument("--no-cron", action="store_true", help="Do not run the cron scheduler.")
         parser.add_argument("--no-pruner", action="store_true", help="Do not run the pruner.")
+
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        """Django's system checks, unless the database is down: on MariaDB/MySQL, Django's
+        model checks ask the server its version, and a worker started before its database
+        must wait for it (its main loop does, with backoff), not crash at start."""
+        try:
+            super().check(*args, **kwargs)
+        except OperationalError as exc:
+            logging.getLogger("django_rexecutor.worker").warning(
+                "System checks skipped: the database is unavailable (%s)", exc
+            )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
 from ....exceptions import EncodeDecodeError, UniquenessConflict
@@ -146,20 +146,28 @@ class MySQLEngine(Engine):
         ``REPEATABLE READ``, its reads would keep the snapshot of its first read, taken before
         the lock was granted. Inside a caller's ``REPEATABLE READ`` or ``SERIALIZABLE``
         transaction, ``lock_slot`` detects that a concurrent enqueue committed after the
-        snapshot and raises ``UniquenessConflict``, as PostgreSQL's serialization error does."""
+        snapshot and raises ``UniquenessConflict``, as PostgreSQL's serialization error does;
+        so does a deadlock there (``SERIALIZABLE`` locks what the caller read), after which
+        InnoDB has rolled the caller's transaction back."""
         connection = self.connection
         own = not connection.in_atomic_block and connection.get_autocommit()
-        with self.atomic():
-            if own:
-                # Applies to the transaction the atomic block starts with its next statement.
-                with connection.cursor() as cursor:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            state = _unique_state
-            outer, state.own = getattr(state, "own", True), own
-            try:
+        state = _unique_state
+        outer, state.own = getattr(state, "own", True), own
+        try:
+            with self.atomic():
+                if own:
+                    # Applies to the transaction the atomic block starts with its next statement.
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
                 yield
-            finally:
-                state.own = outer
+        except OperationalError as exc:
+            # Under SERIALIZABLE, InnoDB locks what the caller's transaction read, and two
+            # enqueues of one rule can deadlock: InnoDB rolls the whole transaction back.
+            if not own and _error_code(exc) == _DEADLOCK:
+                raise UniquenessConflict(_CONFLICT_MESSAGE) from exc
+            raise
+        finally:
+            state.own = outer
 
     def lock_slot(self, slot: int) -> None:
         """Upsert the slot's lock row (which waits for a concurrent enqueue on the slot to
@@ -363,6 +371,15 @@ def _consecutive_ids(cursor: Any) -> bool:
     cursor.execute("SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment")
     mode, increment = cursor.fetchone()
     return int(mode) <= 1 and int(increment) == 1
+
+
+#: ER_LOCK_DEADLOCK: InnoDB chose this transaction as a deadlock's victim and rolled it back.
+_DEADLOCK = 1213
+
+
+def _error_code(exc: BaseException) -> int | None:
+    args = getattr(exc.__cause__, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def _snapshot_isolation(connection: Any) -> bool:
