@@ -12,6 +12,7 @@ from django.db import OperationalError
 
 from ...exceptions import ConfigurationError
 from ...worker import Worker
+from ...worker.supervisor import Supervisor
 
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
@@ -52,6 +53,14 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None, help="Worker identity (default: host:pid).")
         parser.add_argument("--no-cron", action="store_true", help="Do not run the cron scheduler.")
         parser.add_argument("--no-pruner", action="store_true", help="Do not run the pruner.")
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            metavar="N",
+            help="Worker processes to run, each with --concurrency slots, under a supervisor "
+            "that restarts one that dies and passes signals on (default 1: no supervisor).",
+        )
 
     def check(self, *args: Any, **kwargs: Any) -> None:
         """Django's system checks, unless the database is down: on MariaDB/MySQL, Django's
@@ -66,19 +75,45 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
+        processes = options["processes"]
+        if processes < 1:
+            raise CommandError(f"--processes must be at least 1, got {processes}.")
+        # Built here even with --processes, so that a bad option fails before any fork.
+        worker = self._worker(options)
+        if processes == 1:
+            code = self._run(worker, options)
+        else:
+            # A --name labels each child with its number; the default name is the child's own.
+            name = options["name"]
+            if options["verbosity"] >= 1:
+                self.stdout.write(f"django-rexecutor supervisor: {processes} worker processes")
+            code = Supervisor(
+                lambda number: self._run(
+                    self._worker(options, name and f"{name}-{number}", number), options
+                ),
+                processes,
+                burst=options["burst"],
+            ).run()
+        if code:
+            sys.exit(code)
+
+    def _worker(self, options: dict[str, Any], name: str | None = None, number: int = 1) -> Worker:
+        """The worker of these options; child ``number`` > 1 of a supervisor runs no plugin."""
         try:
-            worker = Worker(
+            return Worker(
                 options["executor"] or None,
                 exclude=options["exclude"],
                 concurrency=options["concurrency"],
                 shutdown_timeout=options["shutdown_timeout"],
                 burst=options["burst"],
-                name=options["name"],
-                cron=not options["no_cron"],
-                pruner=not options["no_pruner"],
+                name=name or options["name"],
+                cron=not options["no_cron"] and number == 1,
+                pruner=not options["no_pruner"] and number == 1,
             )
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
+
+    def _run(self, worker: Worker, options: dict[str, Any]) -> int:
         verbose = options["verbosity"] >= 1
         if verbose:
             self._banner(worker)
@@ -86,8 +121,7 @@ class Command(BaseCommand):
         code = worker.run()
         if verbose:
             self._summary(worker, time.monotonic() - started)
-        if code:
-            sys.exit(code)
+        return code
 
     def _configure_logging(self, verbosity: int) -> None:
         logger = logging.getLogger("django_rexecutor")

@@ -1,0 +1,147 @@
+"""The plain-SQL drain ceiling that uses the machine: several connections claiming at once.
+
+One connection claiming a batch, completing it, and claiming again measures the round trips
+of that loop, not what PostgreSQL can do. Here ``connections`` threads (psycopg releases the
+GIL while it waits on the server) each loop over ``claim batch … SKIP LOCKED`` → complete that
+batch, on two tables:
+
+* ``minimal``: a table with only what a queue needs (id, status, priority, run_at) and one
+  partial index — what the database allows for a job queue at all;
+* ``ours``: our ``rexecutor_job`` table with all its indexes and triggers, so that the cost
+  of our schema is visible as the gap between the two rows.
+
+Reported with the machine's busy share over the drain (``/proc/stat``)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.benchmarks.peers import machine_ticks
+
+MINIMAL_TABLE = "bench_minimal_job"
+MINIMAL_DDL = f"""
+DROP TABLE IF EXISTS {MINIMAL_TABLE};
+CREATE TABLE {MINIMAL_TABLE} (
+    id bigserial PRIMARY KEY,
+    status text NOT NULL,
+    priority int NOT NULL DEFAULT 0,
+    run_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX {MINIMAL_TABLE}_ready ON {MINIMAL_TABLE} (priority, run_at, id)
+    WHERE status = 'ready';
+"""
+MINIMAL_CLAIM = f"""
+UPDATE {MINIMAL_TABLE} SET status = 'running'
+ WHERE id IN (SELECT id FROM {MINIMAL_TABLE} WHERE status = 'ready' AND run_at <= now()
+               ORDER BY priority, run_at, id LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+MINIMAL_COMPLETE = f"UPDATE {MINIMAL_TABLE} SET status = 'done' WHERE id = ANY(%s)"
+
+OURS_CLAIM = """
+UPDATE rexecutor_job SET status = 'executing', attempt = attempt + 1, attempted_at = now(),
+       claimed_by = 'ceiling'
+ WHERE id IN (SELECT id FROM rexecutor_job
+               WHERE status IN ('retryable', 'scheduled') AND executor = 'bench_noop'
+                 AND scheduled_at <= now()
+               ORDER BY priority, scheduled_at, id
+               LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+OURS_COMPLETE = """
+UPDATE rexecutor_job SET status = 'complete', completed_at = now()
+ WHERE id = ANY(%s) AND status = 'executing' AND claimed_by = 'ceiling'
+   AND cancel_requested_at IS NULL
+"""
+
+
+def fill_minimal(url: str, count: int) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(MINIMAL_DDL)
+        now = datetime.now(UTC)
+        with (
+            conn.cursor() as cursor,
+            cursor.copy(f"COPY {MINIMAL_TABLE} (status, priority, run_at) FROM STDIN") as copy,
+        ):
+            for _ in range(count):
+                copy.write_row(("ready", 0, now))
+        conn.execute(f"ANALYZE {MINIMAL_TABLE}")
+
+
+def drain_in_parallel(
+    url: str, claim_sql: str, complete_sql: str, connections: int, batch: int
+) -> tuple[int, float, int]:
+    """Drain with ``connections`` threads; (jobs done, seconds, machine busy %)."""
+    import psycopg
+
+    done = [0] * connections
+    errors: list[BaseException] = []
+    start = threading.Barrier(connections + 1)
+
+    def run(slot: int) -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                start.wait()
+                while True:
+                    ids = [row[0] for row in conn.execute(claim_sql, [batch]).fetchall()]
+                    if not ids:
+                        return
+                    done[slot] += conn.execute(complete_sql, [ids]).rowcount
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once every thread stopped
+            errors.append(exc)
+            start.abort()
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(connections)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    busy_before, total_before = machine_ticks()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    busy_after, total_after = machine_ticks()
+    if errors:
+        raise RuntimeError(f"parallel ceiling failed: {errors[0]!r}") from errors[0]
+    busy = round(100 * (busy_after - busy_before) / max(1, total_after - total_before))
+    return sum(done), elapsed, busy
+
+
+def measure(
+    url: str,
+    jobs: int,
+    rounds: int,
+    connections: int,
+    batch: int,
+    prefill_ours: Callable[[int], None],
+    reset_ours: Callable[[], None],
+) -> dict[str, Any]:
+    """Both tables, ``rounds`` times each; medians and each round."""
+    out: dict[str, Any] = {"connections": connections, "batch": batch}
+    for name in ("minimal", "ours"):
+        rounds_out = []
+        for _ in range(rounds):
+            if name == "minimal":
+                fill_minimal(url, jobs)
+                done, seconds, busy = drain_in_parallel(
+                    url, MINIMAL_CLAIM, MINIMAL_COMPLETE, connections, batch
+                )
+            else:
+                reset_ours()
+                prefill_ours(jobs)
+                done, seconds, busy = drain_in_parallel(
+                    url, OURS_CLAIM, OURS_COMPLETE, connections, batch
+                )
+            if done != jobs:
+                raise RuntimeError(f"ceiling ({name}) completed {done} of {jobs}")
+            rounds_out.append({"jobs_per_s": round(done / seconds), "machine_busy_pct": busy})
+        rates = [r["jobs_per_s"] for r in rounds_out]
+        out[name] = {"rounds": rounds_out, "median": round(statistics.median(rates))}
+    return out
