@@ -132,6 +132,9 @@ def _mysql_from_url(url: str) -> dict[str, Any]:
         "OPTIONS": {
             # utf8mb4: the whole of Unicode (MySQL's "utf8" stops at three bytes per character).
             "charset": "utf8mb4",
+            # Django stores datetimes in UTC and the ORM's Now() reads the session's time zone
+            # (system check django_rexecutor.E043).
+            "init_command": "SET time_zone = '+00:00'",
             # Django would make every connection READ COMMITTED; the suite keeps InnoDB's own
             # default, REPEATABLE READ, because it is the harder case for uniqueness rules and
             # the one a site gets when it sets nothing (Django before 2.0, other clients).
