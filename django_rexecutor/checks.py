@@ -212,22 +212,27 @@ def _is_mysql_alias(alias: str) -> bool:
     return engine.endswith(".mysql") or ".mysql." in engine
 
 
-def check_mysql_client(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
+def missing_mysql_client() -> checks.Error | None:
     """E040: the job database is MariaDB/MySQL but its client library is not installed."""
     from .conf import rexecutor_settings
 
     alias = rexecutor_settings.DATABASE
     if not _is_mysql_alias(alias) or importlib.util.find_spec("MySQLdb") is not None:
-        return []
-    return [
-        _error(
-            f"The job database {alias!r} is MariaDB/MySQL, but its client library "
-            "(mysqlclient, the MySQLdb module) is not installed.",
-            "E040",
-            hint=f"Install the extra: {_MYSQL_EXTRA} (it builds against the MySQL/MariaDB "
-            "client headers: default-libmysqlclient-dev and pkg-config on Debian/Ubuntu).",
-        )
-    ]
+        return None
+    return _error(
+        f"The job database {alias!r} is MariaDB/MySQL, but its client library "
+        "(mysqlclient, the MySQLdb module) is not installed.",
+        "E040",
+        hint=f"Install the extra: {_MYSQL_EXTRA} (it builds against the MySQL/MariaDB "
+        "client headers: default-libmysqlclient-dev and pkg-config on Debian/Ubuntu).",
+    )
+
+
+def check_mysql_client(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
+    """E040 as a system check (for a job database other than the one Django opens at start-up:
+    for that one, ``RexecutorConfig`` raises it before Django fails to load the driver)."""
+    error = missing_mysql_client()
+    return [] if error is None else [error]
 
 
 def check_mysql(

@@ -4,6 +4,9 @@ the job table's storage engine and the session's time zone."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -11,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 from django_rexecutor.checks import check_mysql, check_mysql_client, mysql_problems
+from tests.conftest import REPO_ROOT
 
 on_mysql = pytest.mark.skipif(
     connection.vendor != "mysql", reason="needs MariaDB/MySQL (DATABASE_URL=mysql://...)"
@@ -107,3 +111,21 @@ def test_the_real_server_passes_and_a_non_utc_session_fails() -> None:
             cursor.execute("SET time_zone = '+00:00'")
     assert ids(errors) == ["django_rexecutor.E043"]
     assert "+7200 s" in errors[0].msg
+
+
+def test_start_up_without_the_client_library_names_the_extra(tmp_path) -> None:
+    # Django loads the default database's driver while it imports models, and would only say
+    # "Did you install mysqlclient?": the app config fails first, naming the extra.
+    script = "import sys; sys.modules['MySQLdb'] = None\nimport django\ndjango.setup()\n"
+    env = {
+        **os.environ,
+        "DATABASE_URL": "mysql://root@127.0.0.1:3306/rexecutor",
+        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "testproject")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "django_rexecutor.E040" in done.stderr
+    assert 'pip install "django-rexecutor[mysql]"' in done.stderr
