@@ -12,8 +12,10 @@ from django.utils import timezone
 from .backends import resolve_backend
 from .backends.base import Backend, EnqueuableJob
 from .backoff import to_timedelta
+from .conf import rexecutor_settings
 from .encoding import to_json_native
 from .job import JobId
+from .middleware import enqueue_through
 from .uniqueness import UniquenessCriteria
 from .validation import check_aware, check_max_attempts, check_priority, check_tags
 
@@ -162,7 +164,10 @@ class JobBuilder:
 
         target = resolve_backend(backend, using)
         job = self.build()
-        job_id = target.enqueue(job)
+        if rexecutor_settings.MIDDLEWARE:
+            (job_id,) = enqueue_through([job], lambda jobs: [target.enqueue(jobs[0])])
+        else:
+            job_id = target.enqueue(job)
         signals.job_enqueued.send(sender=self.executor, job_id=job_id, job=job)
         return job_id
 

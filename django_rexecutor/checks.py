@@ -32,6 +32,7 @@ def register() -> None:
     checks.register(check_pruner, "django_rexecutor")
     checks.register(check_mysql_client, "django_rexecutor")
     checks.register(check_mysql, "django_rexecutor", checks.Tags.database)
+    checks.register(check_observability, "django_rexecutor")
 
 
 def _error(msg: str, id_: str, hint: str | None = None) -> checks.Error:
@@ -213,7 +214,7 @@ def _is_mysql_alias(alias: str) -> bool:
 
 
 def missing_mysql_client() -> checks.Error | None:
-    """E040: the job database is MariaDB/MySQL but its client library is not installed."""
+    """E050: the job database is MariaDB/MySQL but its client library is not installed."""
     from .conf import rexecutor_settings
 
     alias = rexecutor_settings.DATABASE
@@ -222,14 +223,14 @@ def missing_mysql_client() -> checks.Error | None:
     return _error(
         f"The job database {alias!r} is MariaDB/MySQL, but its client library "
         "(mysqlclient, the MySQLdb module) is not installed.",
-        "E040",
+        "E050",
         hint=f"Install the extra: {_MYSQL_EXTRA} (it builds against the MySQL/MariaDB "
         "client headers: default-libmysqlclient-dev and pkg-config on Debian/Ubuntu).",
     )
 
 
 def check_mysql_client(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
-    """E040 as a system check (for a job database other than the one Django opens at start-up:
+    """E050 as a system check (for a job database other than the one Django opens at start-up:
     for that one, ``RexecutorConfig`` raises it before Django fails to load the driver)."""
     error = missing_mysql_client()
     return [] if error is None else [error]
@@ -238,7 +239,7 @@ def check_mysql_client(app_configs: Sequence[Any] | None = None, **kwargs: Any) 
 def check_mysql(
     app_configs: Sequence[Any] | None = None, databases: Sequence[str] | None = None, **kw: Any
 ) -> list[Any]:
-    """E041–E043 on the job database, when it is MariaDB/MySQL and the checks may query it
+    """E051–E053 on the job database, when it is MariaDB/MySQL and the checks may query it
     (``manage.py check --database``, ``migrate``)."""
     from .conf import rexecutor_settings
 
@@ -283,7 +284,7 @@ def mysql_problems(
             _error(
                 f"The job database {alias!r} runs {name} {found}, which has no "
                 "SELECT … FOR UPDATE SKIP LOCKED: two workers could not claim jobs safely.",
-                "E041",
+                "E051",
                 hint=f"Upgrade to {name} {'.'.join(map(str, minimum))} or newer.",
             )
         )
@@ -292,7 +293,7 @@ def mysql_problems(
             _error(
                 f"The job table of {alias!r} uses the {table_engine} storage engine: claims, "
                 "fenced writes and uniqueness rules need InnoDB's transactions and row locks.",
-                "E042",
+                "E052",
                 hint="ALTER TABLE rexecutor_job ENGINE=InnoDB (and the other rexecutor_ "
                 "tables), and make InnoDB the server's default_storage_engine.",
             )
@@ -302,9 +303,52 @@ def mysql_problems(
             _error(
                 f"The session time zone of {alias!r} is {utc_offset:+d} s from UTC: Django "
                 "stores datetimes in UTC, so heartbeats, rescue and due times would be off.",
-                "E043",
+                "E053",
                 hint='Add "init_command": "SET time_zone = \'+00:00\'" to the alias\'s '
                 "OPTIONS, or run the server with default_time_zone = '+00:00'.",
+            )
+        )
+    return errors
+
+
+def check_observability(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
+    """``MIDDLEWARE`` entries that cannot be loaded, and a ``METRICS_TOKEN`` that is not a
+    string."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .middleware import load_factory
+
+    raw = getattr(settings, "REXECUTOR", None)
+    if not isinstance(raw, dict):
+        return []
+    errors: list[Any] = []
+    paths = raw.get("MIDDLEWARE") or []
+    if not isinstance(paths, list | tuple) or not all(isinstance(p, str) for p in paths):
+        return [
+            _error(
+                f'REXECUTOR["MIDDLEWARE"] must be a list of dotted paths (strings), got {paths!r}.',
+                "E040",
+            )
+        ]
+    for path in paths:
+        try:
+            load_factory(path)
+        except ImproperlyConfigured as exc:
+            errors.append(
+                _error(
+                    str(exc),
+                    "E040",
+                    hint="Each entry is the dotted path of a middleware factory, e.g. "
+                    "'django_rexecutor.contrib.otel.OpenTelemetryMiddleware'.",
+                )
+            )
+    token = raw.get("METRICS_TOKEN")
+    if token is not None and (not isinstance(token, str) or not token):
+        errors.append(
+            _error(
+                'REXECUTOR["METRICS_TOKEN"] must be a non-empty string or None, '
+                f"got {type(token).__name__}.",
+                "E041",
             )
         )
     return errors

@@ -29,6 +29,11 @@ DEFAULTS: dict[str, Any] = {
     # below PostgreSQL's jsonb limit (256 MB of binary jsonb, which can be several times its
     # text) and SQLite's 1 GB, so a job that passes is never refused by the database.
     "MAX_PAYLOAD_BYTES": 16 * 1024 * 1024,
+    # Dotted paths of middleware around every attempt, outermost first (see middleware.py).
+    "MIDDLEWARE": [],
+    # A secret the Prometheus view also accepts as "Authorization: Bearer <token>" (None: staff
+    # sessions only).
+    "METRICS_TOKEN": None,
 }
 
 
@@ -95,6 +100,15 @@ class Settings:
     def PRUNER(self) -> dict[str, Any] | None:
         value = self.get("PRUNER")
         return dict(value) if value else None
+
+    @property
+    def MIDDLEWARE(self) -> list[str]:
+        return list(self.get("MIDDLEWARE") or [])
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        value = self.get("METRICS_TOKEN")
+        return None if value is None else str(value)
 
 
 rexecutor_settings = Settings()

@@ -20,6 +20,7 @@ from .backoff import DEFAULT_BACKOFF, BackoffStrategy
 from .builder import JobBuilder, job_from_options
 from .exceptions import ConfigurationError
 from .job import Job, JobId
+from .middleware import enqueue_through
 from .outcomes import Outcome
 from .query import Query, Where, for_executor
 from .uniqueness import UniquenessCriteria
@@ -129,7 +130,7 @@ class Executor:
             for index, item in enumerate(items)
         ]
         target = resolve_backend(backend, using)
-        ids = target.enqueue_many(jobs)
+        ids = enqueue_through(jobs, target.enqueue_many)
         if signals.job_enqueued.receivers:
             for job_id, job in zip(ids, jobs, strict=True):
                 signals.job_enqueued.send(sender=cls, job_id=job_id, job=job)

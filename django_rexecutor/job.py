@@ -8,9 +8,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .status import ERROR_TYPE_MAX_LENGTH, JobStatus
+
+if TYPE_CHECKING:
+    from .progress import ProgressReporter
 
 
 class JobId(int):
@@ -119,6 +122,14 @@ class Job:
     #: Empty for every job the library wrote. A worker never runs such a job: it discards it.
     unreadable: dict[str, str] = field(default_factory=dict)
     _cancel_event: threading.Event | None = field(default=None, repr=False, compare=False)
+    #: The last progress its attempt reported (``report_progress``): 0.0 to 1.0, or ``None``.
+    progress: float | None = None
+    #: The note reported with it (``""`` without one).
+    progress_note: str = ""
+    #: When it was stored (the store's clock).
+    progress_at: datetime | None = None
+    #: Set by the worker for the attempt it runs: where ``report_progress`` writes.
+    _progress: ProgressReporter | None = field(default=None, repr=False, compare=False)
 
     @property
     def cancel_requested(self) -> bool:
@@ -146,7 +157,7 @@ class Job:
             self.max_attempts, self.priority, self.tags, self.errors, self.inserted_at,
             self.scheduled_at, self.attempted_at, self.completed_at, self.cancelled_at,
             self.discarded_at, self.claimed_by, self.cancel_requested_at, self.result,
-            self.unreadable,
+            self.unreadable, self.progress, self.progress_note, self.progress_at,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
@@ -155,3 +166,30 @@ class Job:
         return self._fields() == other._fields()
 
     __hash__ = None  # type: ignore[assignment]
+
+    def report_progress(self, progress: float, note: str = "") -> None:
+        """Record how far this attempt got (``0.0`` to ``1.0``) and an optional note, e.g.
+        ``job.report_progress(0.42, note="page 42 of 100")``; call it from a sync ``execute``.
+
+        Stored at most once a second per job: a value reported within a second of the last
+        write is kept and written by the next report after that second, or when the attempt
+        ends, so the latest value is never lost. Outside a worker's attempt it only updates
+        this ``Job`` value. ``ValueError`` for a value outside 0..1."""
+        reporter = self._progress
+        if reporter is None:
+            self._set_progress(progress, note)
+            return
+        reporter.report(self, progress, note)
+
+    async def areport_progress(self, progress: float, note: str = "") -> None:
+        """``report_progress`` for an ``async def execute``."""
+        reporter = self._progress
+        if reporter is None:
+            self._set_progress(progress, note)
+            return
+        await reporter.areport(self, progress, note)
+
+    def _set_progress(self, progress: float, note: str) -> None:
+        from .progress import check_progress
+
+        self.progress, self.progress_note = check_progress(progress, note)

@@ -101,6 +101,10 @@ class JobRecord(models.Model):
     cancel_reason = models.TextField(_("cancel reason"), blank=True, default="", db_default="")
     # What a completed job returned (JSON), e.g. a django.tasks task's return value.
     result = models.JSONField(_("result"), null=True, blank=True)
+    # The last progress its attempt reported (``Job.report_progress``), kept when it ends.
+    progress = models.FloatField(_("progress"), null=True, blank=True)
+    progress_note = models.TextField(_("progress note"), blank=True, default="", db_default="")
+    progress_at = models.DateTimeField(_("progress reported at"), null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
 

@@ -36,3 +36,10 @@ if _clock_shift:
     _host_time, _host_now = time.time, timezone.now
     time.time = lambda: _host_time() + _clock_shift
     timezone.now = lambda: _host_now() + timedelta(seconds=_clock_shift)
+
+# OpenTelemetry spans of the worker, one JSON line each, appended to this file (tests/test_otel.py).
+_otel_spans = os.environ.get("REXECUTOR_TEST_OTEL_SPANS")
+if _otel_spans:
+    from tests.otel_support import install as _install_otel
+
+    _install_otel(_otel_spans)

@@ -221,6 +221,7 @@ def test_detail_shows_every_field_of_the_model() -> None:
         "data": "data_json",
         "metadata": "metadata_json",
         "result": "result_json",
+        "progress": "progress_bar",
         # Times are shown decoded from their text, so an unreadable one cannot fail the page.
         **{
             f.name: f"{f.name}_shown"

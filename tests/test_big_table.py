@@ -20,6 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_rexecutor.admin import dashboard
+from django_rexecutor.backends.django import observing
 from django_rexecutor.backends.orm import DjangoBackend
 from django_rexecutor.models import JobErrorRecord, JobRecord
 from django_rexecutor.status import JobStatus
@@ -156,7 +157,7 @@ def test_the_dashboard_reads_no_more_than_the_queue_and_a_sample(
     assert job_queries
     for sql in job_queries:
         read = rows_read(sql, None)
-        assert read <= queue + 3 * dashboard.SAMPLE_ROWS, (read, sql)
+        assert read <= queue + 3 * observing.SAMPLE_ROWS, (read, sql)
     assert took < 3, took
     # The numbers: waiting and running jobs exact, finished ones close to the truth.
     rows, estimated = dashboard.status_counts("default", datetime.now(UTC))

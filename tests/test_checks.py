@@ -189,6 +189,8 @@ def test_defaults() -> None:
         "CRON": [],
         "PRUNER": None,
         "MAX_PAYLOAD_BYTES": 16 * 1024 * 1024,
+        "MIDDLEWARE": [],
+        "METRICS_TOKEN": None,
     }
     with override_settings(REXECUTOR={}):
         assert rexecutor_settings.CONCURRENCY == 10

@@ -49,7 +49,7 @@ def test_e041_a_server_without_skip_locked(mariadb: bool, version: tuple[int, ..
     [error] = mysql_problems(
         "default", mariadb=mariadb, version=version, table_engine="InnoDB", utc_offset=0
     )
-    assert error.id == "django_rexecutor.E041"
+    assert error.id == "django_rexecutor.E051"
     assert "SKIP LOCKED" in error.msg
     assert ".".join(map(str, version)) in error.msg
     assert ("10.6" if mariadb else "8.0") in error.hint
@@ -59,13 +59,13 @@ def test_e042_a_job_table_that_is_not_innodb() -> None:
     [error] = mysql_problems(
         "default", mariadb=True, version=(10, 11), table_engine="MyISAM", utc_offset=0
     )
-    assert error.id == "django_rexecutor.E042"
+    assert error.id == "django_rexecutor.E052"
     assert "MyISAM" in error.msg and "InnoDB" in error.hint
 
 
 def test_e043_a_session_time_zone_other_than_utc() -> None:
-    assert problems(utc_offset=3600) == ["django_rexecutor.E043"]
-    assert problems(utc_offset=-18000) == ["django_rexecutor.E043"]
+    assert problems(utc_offset=3600) == ["django_rexecutor.E053"]
+    assert problems(utc_offset=-18000) == ["django_rexecutor.E053"]
 
 
 def test_e040_a_mysql_database_without_its_client_library(
@@ -79,7 +79,7 @@ def test_e040_a_mysql_database_without_its_client_library(
         lambda name, *a: None if name == "MySQLdb" else real_find_spec(name, *a),
     )
     [error] = check_mysql_client()
-    assert error.id == "django_rexecutor.E040"
+    assert error.id == "django_rexecutor.E050"
     assert "mysqlclient" in error.msg
     assert 'pip install "django-rexecutor[mysql]"' in error.hint
 
@@ -109,7 +109,7 @@ def test_the_real_server_passes_and_a_non_utc_session_fails() -> None:
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SET time_zone = '+00:00'")
-    assert ids(errors) == ["django_rexecutor.E043"]
+    assert ids(errors) == ["django_rexecutor.E053"]
     assert "+7200 s" in errors[0].msg
 
 
@@ -127,5 +127,5 @@ def test_start_up_without_the_client_library_names_the_extra(tmp_path) -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0
-    assert "django_rexecutor.E040" in done.stderr
+    assert "django_rexecutor.E050" in done.stderr
     assert 'pip install "django-rexecutor[mysql]"' in done.stderr

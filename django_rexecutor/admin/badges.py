@@ -70,6 +70,12 @@ def badge_css() -> SafeString:
             "background:var(--darkened-bg);color:var(--body-fg)}",
             ".rx-swatch{display:inline-block;width:10px;height:10px;border-radius:2px;"
             "margin-right:4px;vertical-align:baseline}",
+            # The progress bar of the job list and detail (``JobRecordAdmin.progress_bar``).
+            ".rx-progress{white-space:nowrap;font-variant-numeric:tabular-nums}",
+            ".rx-progress-bar{display:inline-block;width:80px;height:8px;border-radius:4px;"
+            "background:var(--darkened-bg);border:1px solid var(--hairline-color);"
+            "vertical-align:middle;overflow:hidden}",
+            ".rx-progress-fill{display:block;height:100%;background:var(--link-fg)}",
             _rules(dark=False),
             "@media (prefers-color-scheme: dark){",
             _rules(dark=True, prefix='html[data-theme="auto"] '),

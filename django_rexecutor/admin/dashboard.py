@@ -8,8 +8,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connections
-from django.db.models import Count, Min
+from django.db.models import Count
 from django.db.models.functions import Trunc
 from django.urls import reverse
 from django.utils import formats, timezone
@@ -20,17 +19,10 @@ from django.utils.translation import gettext as _
 from ..backends.values import WorkerInfo
 from ..conf import rexecutor_settings
 from ..models import JobErrorRecord, JobRecord
-from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
+from ..status import TERMINAL_STATUSES, ErrorType, JobStatus
 from .access import admin_backend
 from .badges import FAILED_COLOUR, PALETTE, badge
-from .changelist import EstimatedCountPaginator, estimated_rows
 
-#: Above this many jobs (the planner's estimate, PostgreSQL), finished jobs are counted in a
-#: sample (the job list estimates its count from the same threshold on).
-ESTIMATE_THRESHOLD = EstimatedCountPaginator.estimate_threshold
-#: About how many rows the sample of finished jobs reads.
-SAMPLE_ROWS = 20_000
-WAITING_OR_RUNNING = sorted(s.value for s in JobStatus if s not in TERMINAL_STATUSES)
 #: Minutes shown by the throughput chart.
 WINDOW_MINUTES = 60
 RECENT_ERRORS = 20
@@ -88,56 +80,20 @@ def status_counts(alias: str, now: dt.datetime) -> tuple[list[ExecutorRow], bool
 
     Waiting and running jobs are counted exactly, through the status index: they are the
     queue, however big the table. Finished jobs pile up without bound: on PostgreSQL, once
-    the planner estimates more than ``ESTIMATE_THRESHOLD`` jobs, they are counted in a
-    sample of about ``SAMPLE_ROWS`` rows and scaled up, instead of a ``GROUP BY`` over
-    every row on every refresh."""
-    jobs = JobRecord.objects.using(alias)
+    the planner estimates more than ``observing.ESTIMATE_THRESHOLD`` jobs, they are counted in a
+    sample of about ``observing.SAMPLE_ROWS`` rows and scaled up, instead of a ``GROUP BY`` over
+    every row on every refresh (``Backend.job_counts``)."""
+    backend = admin_backend(alias)
+    counted = backend.job_counts()
     rows: dict[str, ExecutorRow] = {}
-    table_rows = estimated_rows(jobs)
-    estimate = table_rows is not None and table_rows >= ESTIMATE_THRESHOLD
-    counted = jobs.filter(status__in=WAITING_OR_RUNNING) if estimate else jobs
-    grouped = counted.order_by().values_list("executor", "status").annotate(n=Count("*"))
-    for executor, status, n in grouped:
+    for (executor, status), n in counted.counts.items():
         rows.setdefault(executor, ExecutorRow(executor)).counts[status] = n
-    if estimate:
-        for executor, status, n in sampled_finished_counts(alias, table_rows or 0):
-            rows.setdefault(executor, ExecutorRow(executor)).counts[status] = n
-    ready = (
-        jobs.filter(status__in=sorted(READY_STATUSES), scheduled_at__lte=now)
-        .order_by()
-        .values_list("executor")
-        .annotate(oldest=Min("scheduled_at"))
-    )
-    for executor, oldest in ready:
+    estimate = bool(counted.estimated)
+    for executor, oldest in backend.oldest_ready_at().items():
         row = rows.setdefault(executor, ExecutorRow(executor))
         row.oldest_ready_at = oldest
         row.lag = max(dt.timedelta(0), now - oldest)
     return [rows[name] for name in sorted(rows)], estimate
-
-
-def sampled_finished_counts(alias: str, table_rows: int) -> list[tuple[str, str, int]]:
-    """Finished jobs per executor and status, estimated from a ``TABLESAMPLE SYSTEM`` of
-    about ``SAMPLE_ROWS`` rows (random pages) scaled to the planner's ``table_rows``
-    (PostgreSQL only). A status or executor rarer than about one job in ``SAMPLE_ROWS`` may
-    show as 0."""
-    percent = min(100.0, 100.0 * SAMPLE_ROWS / max(table_rows, 1))
-    table = JobRecord._meta.db_table
-    with connections[alias].cursor() as cursor:
-        cursor.execute(
-            f"SELECT executor, status, count(*) FROM {table} TABLESAMPLE SYSTEM (%s)"
-            " GROUP BY executor, status",
-            [percent],
-        )
-        sampled = cursor.fetchall()
-    total = sum(n for _, _, n in sampled)
-    if not total:
-        return []
-    scale = table_rows / total
-    return [
-        (executor, status, round(n * scale))
-        for executor, status, n in sampled
-        if status not in WAITING_OR_RUNNING
-    ]
 
 
 def _minute(value: dt.datetime) -> dt.datetime:

@@ -99,8 +99,10 @@ _PAYLOAD = ("data_json", "metadata_json", "result_json")
 _TIMES = (*(f"{name}_shown" for name in TIMESTAMP_FIELDS), "cancel_reason")
 #: Columns a row written by hand may hold unreadable values in: loaded as text and decoded
 #: one by one (``decoding``), so such a row shows its problem instead of failing the page.
-_STORED = (*TIMESTAMP_FIELDS, *JSON_FIELDS)
+_STORED = (*TIMESTAMP_FIELDS, *JSON_FIELDS, "progress_at")
 _INTERNALS = ("claimed_by", "unique_key")
+#: The last progress the job's attempt reported (``Job.report_progress``).
+_PROGRESS = ("progress_bar", "progress_note", "progress_at_shown")
 
 
 def stored(job: JobRecord, name: str) -> Any:
@@ -135,6 +137,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         "id",
         "executor",
         "status_badge",
+        "progress_bar",
         "attempts",
         "priority",
         "tag_list",
@@ -160,9 +163,10 @@ class JobRecordAdmin(admin.ModelAdmin):
         (_("Payload"), {"fields": _PAYLOAD}),
         (_("Times"), {"fields": _TIMES}),
         (_("Internals"), {"fields": _INTERNALS, "classes": ["collapse"]}),
+        (_("Progress"), {"fields": _PROGRESS}),
     ]
     # Every field shown is read-only: jobs change only through the actions.
-    readonly_fields = [*_SUMMARY, *_PAYLOAD, *_TIMES, *_INTERNALS]
+    readonly_fields = [*_SUMMARY, *_PAYLOAD, *_TIMES, *_INTERNALS, *_PROGRESS]
 
     # -- queries -------------------------------------------------------------------------
     def get_queryset(self, request: HttpRequest) -> QuerySet[JobRecord]:
@@ -259,6 +263,22 @@ class JobRecordAdmin(admin.ModelAdmin):
     cancelled_at_shown = _time_column("cancelled_at")
     discarded_at_shown = _time_column("discarded_at")
     cancel_requested_at_shown = _time_column("cancel_requested_at")
+    progress_at_shown = _time_column("progress_at")
+
+    @admin.display(description=_("progress"), ordering="progress")
+    def progress_bar(self, job: JobRecord) -> SafeString | str:
+        """A small bar with the percentage, and the note as its tooltip; "—" until the job
+        reports progress."""
+        if job.progress is None:
+            return "—"
+        percent = max(0.0, min(100.0, job.progress * 100))
+        return format_html(
+            '<span class="rx-progress" title="{}"><span class="rx-progress-bar">'
+            '<span class="rx-progress-fill" style="width: {}%"></span></span> {}%</span>',
+            job.progress_note or f"{percent:.0f}%",
+            f"{percent:.1f}",
+            f"{percent:.0f}",
+        )
 
     @admin.display(description=_("last error"))
     def last_error(self, job: JobRecord) -> str:

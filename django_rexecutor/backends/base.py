@@ -53,6 +53,7 @@ from .values import (
     BulkResult,
     Claim,
     EnqueuableJob,
+    JobCounts,
     PruneRule,
     PruneSpec,
     WorkerInfo,
@@ -71,6 +72,7 @@ __all__ = [
     "Claim",
     "EnqueuableJob",
     "ErrorDetails",
+    "JobCounts",
     "PruneRule",
     "PruneSpec",
     "SkipReason",
@@ -441,3 +443,39 @@ class Backend(ABC):
 
     async def aprune_jobs(self, spec: PruneSpec) -> int:
         return await sync_to_async(self.prune_jobs)(spec)
+
+    # -- observability: progress, counts, lag ----------------------------------------------
+    @abstractmethod
+    def report_progress(self, claim: Claim, progress: float, note: str = "") -> bool:
+        """Store the progress (0.0 to 1.0, validated by the caller) and note the attempt of
+        ``claim`` reported, with the time in the backend's clock; fenced like a result write:
+        ``False`` (nothing written) unless the job is still executing under ``claim``. A
+        missing job is ``False`` too (progress is best effort)."""
+
+    @abstractmethod
+    def job_counts(self) -> JobCounts:
+        """Jobs per (executor, status), cheap on a big table: a backend may estimate the
+        finished statuses' counts (naming them in ``JobCounts.estimated``); waiting and
+        running jobs are always counted exactly. Executors without jobs are absent."""
+
+    @abstractmethod
+    def oldest_ready_at(self) -> dict[str, datetime]:
+        """For each executor with a ready job that is due, when its oldest such job became
+        due (its ``scheduled_at``); the queue lag is ``current_time()`` minus that."""
+
+    @abstractmethod
+    def finished_since(self, since: datetime) -> dict[tuple[str, str], int]:
+        """Jobs per (executor, final status) that reached that status at ``since`` or later
+        (complete, cancelled or discarded), e.g. the discarded jobs of the last hour."""
+
+    async def areport_progress(self, claim: Claim, progress: float, note: str = "") -> bool:
+        return await sync_to_async(self.report_progress)(claim, progress, note)
+
+    async def ajob_counts(self) -> JobCounts:
+        return await sync_to_async(self.job_counts)()
+
+    async def aoldest_ready_at(self) -> dict[str, datetime]:
+        return await sync_to_async(self.oldest_ready_at)()
+
+    async def afinished_since(self, since: datetime) -> dict[tuple[str, str], int]:
+        return await sync_to_async(self.finished_since)(since)

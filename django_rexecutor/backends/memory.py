@@ -13,6 +13,7 @@ import itertools
 import os
 import socket
 import threading
+from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -48,7 +49,7 @@ from ..validation import (
     check_tags,
 )
 from .base import Backend
-from .values import Claim, EnqueuableJob, PruneRule, PruneSpec, WorkerInfo
+from .values import Claim, EnqueuableJob, JobCounts, PruneRule, PruneSpec, WorkerInfo
 
 
 class InMemoryBackend(Backend):
@@ -481,3 +482,39 @@ class InMemoryBackend(Backend):
                 for i in job_ids
                 if i in self._jobs and self._jobs[i].cancel_requested_at is not None
             }
+
+    # -- observability -------------------------------------------------------------------
+    def report_progress(self, claim: Claim, progress: float, note: str = "") -> bool:
+        with self._lock:
+            job = self._jobs.get(claim.job_id)
+            if job is None or self._write_result(claim.job_id, claim) is None:
+                return False
+            job.progress, job.progress_note, job.progress_at = progress, note, timezone.now()
+            return True
+
+    def job_counts(self) -> JobCounts:
+        with self._lock:
+            counts = Counter((j.executor, j.status.value) for j in self._jobs.values())
+        return JobCounts(dict(counts))
+
+    def oldest_ready_at(self) -> dict[str, datetime]:
+        now = timezone.now()
+        oldest: dict[str, datetime] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                if job.status in READY_STATUSES and job.scheduled_at <= now:
+                    at = oldest.get(job.executor)
+                    if at is None or job.scheduled_at < at:
+                        oldest[job.executor] = job.scheduled_at
+        return oldest
+
+    def finished_since(self, since: datetime) -> dict[tuple[str, str], int]:
+        with self._lock:
+            counts = Counter(
+                (j.executor, j.status.value)
+                for j in self._jobs.values()
+                if j.status in FINISH_FIELD
+                and (at := getattr(j, FINISH_FIELD[j.status])) is not None
+                and at >= since
+            )
+        return dict(counts)

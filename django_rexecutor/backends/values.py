@@ -116,3 +116,19 @@ class BulkResult:
     done: tuple[int, ...] = ()
     skipped: Mapping[int, str] = field(default_factory=dict)
     requested: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    """Jobs per executor and status (``Backend.job_counts``). ``estimated`` names the
+    statuses whose counts are estimates (a big table's finished jobs, counted in a sample);
+    the others are exact."""
+
+    counts: Mapping[tuple[str, str], int]
+    estimated: frozenset[str] = frozenset()
+
+    def by_executor(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for (executor, status), n in sorted(self.counts.items()):
+            out.setdefault(executor, {})[status] = n
+        return out

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .. import registry
 from ..backends import resolve_backend
 from ..backends.base import Backend
+from ..progress import ProgressReporter
 from ..worker.execution import (
     STALE,
     AttemptResult,
@@ -93,6 +94,7 @@ def _run_one(
     except Exception as exc:  # noqa: BLE001 - a broken executor fails its job, not the caller
         result, limit = result_of_exception(exc), None
     else:
+        job._progress = ProgressReporter(backend, job)
         send_started(executor_cls, job)
         if is_async_executor(executor_cls):
             assert loop is not None
@@ -102,6 +104,8 @@ def _run_one(
             # A sync job cannot be interrupted inline; one that overran is still a time-out.
             if limit is not None and time.monotonic() - started > limit.total_seconds():
                 result = timeout_result(limit)
+    if job._progress is not None:
+        job._progress.flush()
     outcome = write_result(backend, instance, job, result)
     duration = time.monotonic() - started
     log_outcome(job, outcome, duration, result)

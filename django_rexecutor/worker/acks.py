@@ -30,6 +30,7 @@ from .execution import (
     record_result,
     send_finished,
 )
+from .metrics import NO_METRICS, WorkerMetrics
 
 logger = logging.getLogger("django_rexecutor.worker")
 
@@ -43,6 +44,8 @@ class ResultQueue:
         self.clock = clock
         self.stats = stats
         self._to_write: deque[Outcome] = deque()
+        #: Told of every recorded outcome (``worker.metrics``); set by the worker.
+        self.metrics: WorkerMetrics = NO_METRICS
 
     def __len__(self) -> int:
         return len(self._to_write)
@@ -126,5 +129,6 @@ class ResultQueue:
         duration = time.monotonic() - attempt.started
         self.stats[outcome] += 1
         log_outcome(attempt.job, outcome, duration, result)
+        self.metrics.attempt_finished(attempt.job, outcome, duration)
         if outcome != STALE:
             send_finished(attempt.executor_cls, attempt.job, outcome, duration)

@@ -20,6 +20,8 @@ from typing import Any
 from ..backends.base import Backend
 from ..executor import Executor
 from ..job import Job
+from ..logfields import job_fields
+from ..progress import ProgressReporter
 from .connections import atidy_connections, tidy_connections
 from .execution import (
     INTERRUPTED_RESULT,
@@ -32,6 +34,7 @@ from .execution import (
     send_started,
     timeout_result,
 )
+from .metrics import NO_METRICS, WorkerMetrics
 from .threads import EventLoopThread, Interruptible, SyncPool
 
 logger = logging.getLogger("django_rexecutor.worker")
@@ -114,6 +117,8 @@ class RunningAttempts:
         self._last_cancel_poll = 0.0
         self._pool: SyncPool | None = None
         self._loop: EventLoopThread | None = None
+        #: Told of every attempt started (``worker.metrics``); set by the worker.
+        self.metrics: WorkerMetrics = NO_METRICS
 
     # -- threads -----------------------------------------------------------------------------
     def start_threads(self) -> None:
@@ -181,6 +186,8 @@ class RunningAttempts:
             return
         if attempt.limit is not None:
             attempt.deadline = attempt.started + attempt.limit.total_seconds()
+        job._progress = ProgressReporter(self.backend, job)
+        self.metrics.attempt_started(job)
         send_started(executor_cls, job)
         if job.executor in self._async_names:
             assert self._loop is not None
@@ -202,6 +209,8 @@ class RunningAttempts:
                     result = run_sync(attempt.instance, attempt.job)
                 finally:
                     guard.leave()
+                if not attempt.settled:  # else the worker flushed it when it settled it
+                    _flush_progress(attempt.job)
                 tidy_connections(self.backend)
         except BaseException as exc:  # noqa: BLE001 - never let a job kill a pool thread
             result = result_of_exception(exc)
@@ -220,6 +229,8 @@ class RunningAttempts:
                 # when the last running async job ends, not after every job.
                 await atidy_connections(self.backend)
                 result = await run_async(attempt.instance, attempt.job)
+                if attempt.job._progress is not None and not attempt.settled:
+                    await attempt.job._progress.aflush()
                 if self._async_running == 1:
                     await atidy_connections(self.backend)
         except BaseException as exc:  # noqa: BLE001 - the attempt must end, whatever happens
@@ -229,7 +240,8 @@ class RunningAttempts:
         self._finish(attempt, result)
 
     def _finish(self, attempt: Attempt, result: AttemptResult) -> None:
-        """Called from the thread that ran the attempt."""
+        """Called from the thread that ran the attempt (and after its last progress write,
+        so the result written next never races it)."""
         attempt.result = result
         self._finished.append(attempt)
         self._wake.set()
@@ -277,6 +289,7 @@ class RunningAttempts:
                 logger.info(
                     "job %s %s: still running %gs after its cancel request, interrupting it",
                     attempt.job.id, attempt.job.executor, self.cancel_grace,
+                    extra=job_fields(attempt.job),
                 )  # fmt: skip
                 self.interrupt(attempt)
             if attempt.deadline is None or attempt.deadline > now:
@@ -285,6 +298,8 @@ class RunningAttempts:
             # stays taken until its thread really ends.
             attempt.settled = True
             assert attempt.limit is not None
+            # Its thread may write no more before the time-out is recorded: flush now.
+            _flush_progress(attempt.job)
             timed_out.append((attempt, timeout_result(attempt.limit)))
             self.interrupt(attempt)
         return timed_out
@@ -296,6 +311,7 @@ class RunningAttempts:
         for attempt in unfinished:
             attempt.settled = True
             self.interrupt(attempt)
+            _flush_progress(attempt.job)  # before the job is released
         return unfinished
 
     # -- cancel requests ---------------------------------------------------------------------
@@ -326,12 +342,20 @@ class RunningAttempts:
             # to stop by itself before it is interrupted.
             if attempt.is_async or self.cancel_grace <= 0:
                 logger.info(
-                    "job %s %s: cancel requested, stopping it", job_id, attempt.job.executor
-                )
+                    "job %s %s: cancel requested, stopping it", job_id, attempt.job.executor,
+                    extra=job_fields(attempt.job),
+                )  # fmt: skip
                 self.interrupt(attempt)
             else:
                 logger.info(
                     "job %s %s: cancel requested; interrupting it in %gs unless it ends first",
                     job_id, attempt.job.executor, self.cancel_grace,
+                    extra=job_fields(attempt.job),
                 )  # fmt: skip
                 attempt.cancel_at = now + self.cancel_grace
+
+
+def _flush_progress(job: Job) -> None:
+    """Write the attempt's pending progress report, if any (never fails the attempt)."""
+    if job._progress is not None:
+        job._progress.flush()

@@ -8,6 +8,7 @@ never started; before the next claim they are given back, their attempt unused."
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from ..backends.base import Backend
@@ -16,6 +17,7 @@ from .acks import ResultQueue
 from .attempts import RunningAttempts
 from .connections import DB_ERRORS
 from .execution import describe_exception
+from .metrics import NO_METRICS, WorkerMetrics
 from .wakeups import Wakeups
 
 logger = logging.getLogger("django_rexecutor.worker")
@@ -43,6 +45,8 @@ class Claimer:
         self.rescue_after = rescue_after
         #: A claim failed and may have committed unseen: give such jobs back before claiming.
         self.unseen = False
+        #: Told of every claim round trip (``worker.metrics``); set by the worker.
+        self.metrics: WorkerMetrics = NO_METRICS
 
     def claim(self, silent_for: float) -> tuple[int, int]:
         """Claim up to the free slots and start the jobs; returns (claimed, asked for).
@@ -58,6 +62,7 @@ class Claimer:
         if self.unseen:
             self.release_unseen()
         limit = min(free, sum(capacity.values()))
+        started = time.monotonic()
         try:
             jobs = self.backend.claim_jobs(self.worker_id, capacity, limit)
         except Exception as exc:
@@ -68,6 +73,7 @@ class Claimer:
                 raise
             logger.exception("Claiming jobs failed")
             raise BackendError(f"claim_jobs failed: {describe_exception(exc)}") from exc
+        self.metrics.claimed(time.monotonic() - started, limit, len(jobs))
         for job in jobs:
             self.attempts.start(job)
         if len(jobs) < limit:

@@ -23,6 +23,8 @@ from ..backends.base import Backend, Claim, ErrorDetails, storable_text
 from ..backoff import DEFAULT_BACKOFF, to_timedelta
 from ..encoding import to_json_native
 from ..exceptions import EncodeDecodeError, JobNotFound
+from ..logfields import install, job_fields
+from ..middleware import acall_execute, call_execute
 from ..outcomes import Cancel, Done, ExecutionError, Snooze
 from ..status import ErrorType
 from .connections import DB_ERRORS
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from ..executor import Executor
     from ..job import Job
 
-logger = logging.getLogger("django_rexecutor.worker")
+logger = install(logging.getLogger("django_rexecutor.worker"))
 
 #: Outcome names, as sent with ``job_finished`` and counted by ``drain_jobs``.
 COMPLETE: Final = "complete"
@@ -157,8 +159,9 @@ def attempt_timeout(executor: Executor, job: Job) -> timedelta | None:
         return None if limit is None else to_timedelta(limit, name=f"{job.executor}.timeout()")
     except Exception:
         logger.exception(
-            "%s.timeout() failed for job %s; running without a limit", job.executor, job.id
-        )
+            "%s.timeout() failed for job %s; running without a limit", job.executor, job.id,
+            extra=job_fields(job),
+        )  # fmt: skip
         return None
 
 
@@ -166,7 +169,7 @@ def run_sync(executor: Executor, job: Job) -> AttemptResult:
     """Call a sync ``execute`` and capture its outcome (never raises, except interrupts are
     turned into ``INTERRUPTED_RESULT``)."""
     try:
-        return result_of_value(executor.execute(job))
+        return result_of_value(call_execute(executor, job))
     except BaseException as exc:  # noqa: BLE001 - a job's failure is data, not a worker crash
         return result_of_exception(exc)
 
@@ -175,7 +178,7 @@ async def run_async(executor: Executor, job: Job) -> AttemptResult:
     """Await an ``async def execute``; cancellation (time-out, cancel, shutdown) is reported as
     ``INTERRUPTED_RESULT``."""
     try:
-        return result_of_value(await executor.execute(job))  # type: ignore[misc]
+        return result_of_value(await acall_execute(executor, job))
     except asyncio.CancelledError:
         return INTERRUPTED_RESULT
     except BaseException as exc:  # noqa: BLE001
@@ -188,8 +191,9 @@ def _retry_at(executor: Executor, job: Job, now: datetime) -> datetime:
         delay = to_timedelta(executor.backoff(job), name=f"{job.executor}.backoff()")
     except Exception:
         logger.exception(
-            "%s.backoff() failed for job %s; using the default backoff", job.executor, job.id
-        )
+            "%s.backoff() failed for job %s; using the default backoff", job.executor, job.id,
+            extra=job_fields(job),
+        )  # fmt: skip
         delay = DEFAULT_BACKOFF.backoff(job.attempt)
     try:
         return max(now, now + delay)
@@ -215,6 +219,7 @@ def write_result(
         logger.warning(
             "job %s %s attempt %s: deleted while it ran; its %s result is not recorded",
             job.id, job.executor, job.attempt, result.kind,
+            extra=job_fields(job, outcome=STALE),
         )  # fmt: skip
         return STALE
 
@@ -298,6 +303,7 @@ def record_result(
         "job %s %s attempt %s: nothing could be recorded; it stays executing until this worker "
         "stops and it is rescued",
         job.id, job.executor, job.attempt,
+        extra=job_fields(job, outcome=STALE),
     )  # fmt: skip
     return STALE, result
 
@@ -306,17 +312,19 @@ def _log_refused(job: Job, result: AttemptResult, exc: Exception) -> None:
     logger.error(
         "job %s %s attempt %s: recording its %s result failed: %s",
         job.id, job.executor, job.attempt, result.kind, describe_exception(exc),
-        exc_info=exc,
+        exc_info=exc, extra=job_fields(job),
     )  # fmt: skip
 
 
 def log_outcome(job: Job, outcome: str, duration: float, result: AttemptResult | None) -> None:
-    """One line per attempt: id, executor, attempt, outcome and duration in the text itself."""
+    """One line per attempt: id, executor, attempt, outcome and duration in the text itself,
+    and as ``extra=`` fields (``logfields``)."""
     if outcome in (COMPLETE, SNOOZED, CANCELLED):
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "job %s %s attempt %s/%s %s in %.3fs",
                 job.id, job.executor, job.attempt, job.max_attempts, outcome, duration,
+                extra=job_fields(job, outcome=outcome, duration=duration),
             )  # fmt: skip
         return
     error = result.error if result is not None else None
@@ -324,6 +332,7 @@ def log_outcome(job: Job, outcome: str, duration: float, result: AttemptResult |
         "job %s %s attempt %s/%s %s in %.3fs: %s: %s",
         job.id, job.executor, job.attempt, job.max_attempts, outcome, duration,
         error.error_type if error else "-", error.message if error else "-",
+        extra=job_fields(job, outcome=outcome, duration=duration),
     )  # fmt: skip
 
 
@@ -352,7 +361,7 @@ def _send_robust(signal: Signal, name: str, sender: type[Any], job: Job, **kwarg
                 "%s receiver %s failed for job %s %s: %s",
                 name, _receiver_name(receiver), job.id, job.executor,
                 describe_exception(response),
-                exc_info=response,
+                exc_info=response, extra=job_fields(job),
             )  # fmt: skip
 
 

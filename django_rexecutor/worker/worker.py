@@ -24,12 +24,15 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from ..backends import get_backend
 from ..backends.base import Backend, Claim
 from ..conf import rexecutor_settings
 from ..exceptions import ConfigurationError
+from ..logfields import set_process_worker
+from ..middleware import chain as middleware_chain
 from .acks import ResultQueue
 from .attempts import CANCEL_POLL_INTERVAL, RunningAttempts
 from .claims import Claimer
@@ -38,6 +41,7 @@ from .connections import DB_ERRORS, drop_connection
 from .execution import describe_exception
 from .heartbeat import Heartbeat
 from .identity import default_worker_name, incarnation_id, resolve_executors
+from .metrics import NO_METRICS, WorkerMetrics
 from .plugins import PluginRunner, load_plugins
 from .wakeups import Wakeups
 
@@ -72,8 +76,13 @@ class Worker:
         cron: bool = True,
         pruner: bool = True,
         handle_signals: bool = True,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.executors = resolve_executors(executors, exclude)
+        try:
+            middleware_chain()  # a MIDDLEWARE entry that cannot be loaded fails here, not per job
+        except ImproperlyConfigured as exc:
+            raise ConfigurationError(str(exc)) from exc
         self.concurrency = (
             concurrency if concurrency is not None else rexecutor_settings.CONCURRENCY
         )
@@ -137,6 +146,10 @@ class Worker:
         self._heartbeat: Heartbeat | None = None
         self._plugins: PluginRunner | None = None
         self._previous_handlers: dict[int, Any] = {}
+        #: Where the parts report attempts, outcomes and claims (``--metrics-port``).
+        self.metrics = metrics if metrics is not None else NO_METRICS
+        self.attempts.metrics = self.results.metrics = self.claims.metrics = self.metrics
+        self.metrics.watch_running(lambda: len(self.attempts.running_ids()))
 
     # -- public controls -------------------------------------------------------------------
     def stop(self) -> None:
@@ -192,6 +205,7 @@ class Worker:
         return self._shutdown()
 
     def _start(self) -> None:
+        set_process_worker(self.worker_id)
         self.attempts.start_threads()
         self._heartbeat = Heartbeat(
             self.backend,

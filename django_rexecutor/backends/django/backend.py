@@ -18,12 +18,13 @@ from ...notifiers.base import Notifier
 from .changes import Changing
 from .claims import Claiming
 from .enqueue import Enqueueing
+from .observing import Observing
 from .upkeep import Upkeep
 
 logger = logging.getLogger("django_rexecutor.backends")
 
 
-class DjangoBackend(Enqueueing, Claiming, Changing, Upkeep):
+class DjangoBackend(Enqueueing, Claiming, Changing, Upkeep, Observing):
     """Jobs stored through the Django ORM in the ``REXECUTOR["DATABASE"]`` alias."""
 
     def __repr__(self) -> str:

@@ -17,7 +17,7 @@ from ...query import Query
 from ...status import READY_STATUSES
 from .base import DjangoBase
 from .compiler import compile_query
-from .rows import JOB_FIELDS, job_from_row
+from .rows import JOB_FIELDS, LATER_TIMESTAMPS, job_from_row
 
 READY = sorted(s.value for s in READY_STATUSES)
 #: The earliest and latest times Python can represent; stored times beyond them are clamped
@@ -47,7 +47,8 @@ class Reading(DjangoBase):
         """The jobs of ``qs`` by id, read ``query_batch_size`` rows at a time (keyset pages on
         the primary key), each row decoded on its own (``rows.job_from_row``)."""
         connection = connections[self.alias]
-        columns = {f"rx_{f}": Cast(f, TextField()) for f in TIMESTAMP_FIELDS + JSON_FIELDS}
+        cast = (*TIMESTAMP_FIELDS, *JSON_FIELDS, *LATER_TIMESTAMPS)
+        columns = {f"rx_{f}": Cast(f, TextField()) for f in cast}
         fields = [f"rx_{f}" if f"rx_{f}" in columns else f for f in JOB_FIELDS]
         rows_of = qs.annotate(**columns).order_by("pk").values_list(*fields)
         last: int | None = None

@@ -30,9 +30,17 @@ JOB_FIELDS = (
     *TIMESTAMP_FIELDS,
     "claimed_by",
     "result",
+    "progress",
+    "progress_note",
+    "progress_at",
 )
+#: Timestamp columns after the ``TIMESTAMP_FIELDS`` block, read as text too.
+LATER_TIMESTAMPS = ("progress_at",)
 #: ``JOB_FIELDS`` as the select list of a raw statement.
-JOB_COLUMNS = ", ".join(f"CAST({f} AS text)" if f in TIMESTAMP_FIELDS else f for f in JOB_FIELDS)
+JOB_COLUMNS = ", ".join(
+    f"CAST({f} AS text)" if f in TIMESTAMP_FIELDS or f in LATER_TIMESTAMPS else f
+    for f in JOB_FIELDS
+)
 
 
 def unreadable_message(job: Job) -> str:
@@ -81,6 +89,9 @@ def _job_of_sound_row(row: Sequence[Any], errors: Mapping[int, list[JobError]], 
         cancel_requested_at=times[6],
         claimed_by=row[16],
         result=None if row[17] is None else _loads(row[17]),
+        progress=row[18],
+        progress_note=row[19] or "",
+        progress_at=None if row[20] is None else _aware(_parse_time(row[20]), tz),
     )
 
 
@@ -103,6 +114,7 @@ def _job_of_any_row(row: Sequence[Any], errors: Mapping[int, list[JobError]], tz
         "tags": read_tags(tags),
         **dict(zip(TIMESTAMP_FIELDS, times, strict=True)),
         "result": read_json(row[17]),
+        "progress_at": read_datetime(row[20], tz),
     }
     unreadable = {}
     for name, value in values.items():
@@ -117,6 +129,8 @@ def _job_of_any_row(row: Sequence[Any], errors: Mapping[int, list[JobError]], tz
         priority=priority,
         errors=list(errors.get(job_id, ())),
         claimed_by=row[16],
+        progress=row[18],
+        progress_note=row[19] or "",
         unreadable=unreadable,
         **values,
     )
@@ -156,4 +170,7 @@ def to_job(record: JobRecord, errors: Iterable[JobErrorRecord] = ()) -> Job:
         claimed_by=record.claimed_by,
         cancel_requested_at=record.cancel_requested_at,
         result=record.result,
+        progress=record.progress,
+        progress_note=record.progress_note or "",
+        progress_at=record.progress_at,
     )

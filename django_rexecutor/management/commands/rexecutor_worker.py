@@ -12,6 +12,7 @@ from django.db import OperationalError
 
 from ...exceptions import ConfigurationError
 from ...worker import Worker
+from ...worker.metrics import PrometheusWorkerMetrics
 from ...worker.supervisor import Supervisor
 
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -61,6 +62,20 @@ class Command(BaseCommand):
             help="Worker processes to run, each with --concurrency slots, under a supervisor "
             "that restarts one that dies and passes signals on (default 1: no supervisor).",
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            metavar="PORT",
+            help="Serve this worker's Prometheus metrics on PORT (with --processes N, child k "
+            "on PORT + k - 1; needs the prometheus extra).",
+        )
+        parser.add_argument(
+            "--metrics-addr",
+            default="0.0.0.0",
+            metavar="ADDRESS",
+            help="The address --metrics-port listens on (default: 0.0.0.0).",
+        )
 
     def check(self, *args: Any, **kwargs: Any) -> None:
         """Django's system checks, unless the database is down: on MariaDB/MySQL, Django's
@@ -89,7 +104,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"django-rexecutor supervisor: {processes} worker processes")
             code = Supervisor(
                 lambda number: self._run(
-                    self._worker(options, name and f"{name}-{number}", number), options
+                    self._worker(options, name and f"{name}-{number}", number), options, number
                 ),
                 processes,
                 burst=options["burst"],
@@ -100,6 +115,7 @@ class Command(BaseCommand):
     def _worker(self, options: dict[str, Any], name: str | None = None, number: int = 1) -> Worker:
         """The worker of these options; child ``number`` > 1 of a supervisor runs no plugin."""
         try:
+            metrics = None if options["metrics_port"] is None else PrometheusWorkerMetrics()
             return Worker(
                 options["executor"] or None,
                 exclude=options["exclude"],
@@ -109,16 +125,28 @@ class Command(BaseCommand):
                 name=name or options["name"],
                 cron=not options["no_cron"] and number == 1,
                 pruner=not options["no_pruner"] and number == 1,
+                metrics=metrics,
             )
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
 
-    def _run(self, worker: Worker, options: dict[str, Any]) -> int:
+    def _run(self, worker: Worker, options: dict[str, Any], number: int = 1) -> int:
+        metrics = worker.metrics if isinstance(worker.metrics, PrometheusWorkerMetrics) else None
+        if metrics is not None:
+            port = options["metrics_port"] + number - 1
+            try:
+                metrics.serve(port, worker=worker.worker_id, addr=options["metrics_addr"])
+            except OSError as exc:  # the port is taken, or the address is not ours
+                raise CommandError(f"Cannot serve metrics on port {port}: {exc}") from exc
         verbose = options["verbosity"] >= 1
         if verbose:
             self._banner(worker)
         started = time.monotonic()
-        code = worker.run()
+        try:
+            code = worker.run()
+        finally:
+            if metrics is not None:
+                metrics.stop()
         if verbose:
             self._summary(worker, time.monotonic() - started)
         return code

@@ -36,6 +36,7 @@ from .cron import CronConformance
 from .enqueue import EnqueueConformance
 from .locks import LockConformance
 from .notifications import NotificationConformance
+from .observability import ObservabilityConformance
 from .pruning import PruneConformance
 from .query import QueryConformance
 from .results import ResultConformance
@@ -54,6 +55,7 @@ __all__ = [
     "EnqueueConformance",
     "LockConformance",
     "NotificationConformance",
+    "ObservabilityConformance",
     "PruneConformance",
     "QueryConformance",
     "ResultConformance",
@@ -72,6 +74,7 @@ class BackendConformanceTests(
     NotificationConformance,
     CronConformance,
     LockConformance,
+    ObservabilityConformance,
 ):
     """Every part of the suite; a subclass named ``Test…`` implements ``make_backend`` and
     ``delete_behind_the_backend``."""

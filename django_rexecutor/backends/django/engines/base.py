@@ -209,6 +209,16 @@ class Engine(ABC):
         without notifications, just sleep (the caller's polling is the guarantee)."""
         time.sleep(max(0.0, timeout))
 
+    def estimated_job_rows(self) -> int | None:
+        """The planner's estimate of the job table's rows, or ``None`` where the database has
+        none (then ``job_counts`` counts exactly)."""
+        return None
+
+    def sampled_job_counts(self, percent: float) -> list[tuple[str, str, int]] | None:
+        """(executor, status, count) in a random sample of about ``percent`` % of the job
+        table's pages, or ``None`` where the database cannot sample cheaply."""
+        return None
+
 
 def new_record(job: EnqueuableJob, limit: int | None) -> JobRecord:
     """The unsaved model instance of a new job (its payloads checked against ``limit``)."""

@@ -10,7 +10,7 @@ their own process.
 
 Every timestamp is UTC, as Django stores datetimes there: the raw statements use
 ``UTC_TIMESTAMP(6)``; the ORM's ``Now()`` reads the session's time zone, which the system
-check ``django_rexecutor.E043`` requires to be UTC."""
+check ``django_rexecutor.E053`` requires to be UTC."""
 
 from __future__ import annotations
 

@@ -152,6 +152,25 @@ class PostgresEngine(Engine):
         """Wait on LISTEN/NOTIFY up to ``timeout``."""
         self.notifier().wait(executors, timeout)
 
+    def estimated_job_rows(self) -> int | None:
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [JOB_TABLE]
+            )
+            row = cursor.fetchone()
+        if row is None or row[0] is None or row[0] < 0:  # -1: never analyzed
+            return None
+        return int(row[0])
+
+    def sampled_job_counts(self, percent: float) -> list[tuple[str, str, int]] | None:
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT executor, status, count(*) FROM {JOB_TABLE} TABLESAMPLE SYSTEM (%s)"
+                " GROUP BY executor, status",
+                [percent],
+            )
+            return [(e, s, int(n)) for e, s, n in cursor.fetchall()]
+
 
 def advisory_lock_key(name: str) -> int:
     """The advisory lock key of ``try_lock(name)``: a stable signed 64-bit int."""
