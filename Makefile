@@ -73,10 +73,10 @@ postgres:
 # Starts the local MariaDB server if it does not answer, and creates the development database
 # (the test suite creates its own).
 mariadb:
-	@if ! mysqladmin ping -h$(MYSQL_HOST) -P$(MYSQL_PORT) -uroot --silent 2>/dev/null; then \
+	@if ! mysqladmin ping -h$(MYSQL_HOST) -P$(MYSQL_PORT) -uroot >/dev/null 2>&1; then \
 		echo "Starting MariaDB"; \
 		start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd; \
-		for i in $$(seq 60); do mysqladmin ping -h$(MYSQL_HOST) -P$(MYSQL_PORT) -uroot --silent 2>/dev/null && break; sleep 1; done; \
+		for i in $$(seq 60); do mysqladmin ping -h$(MYSQL_HOST) -P$(MYSQL_PORT) -uroot >/dev/null 2>&1 && break; sleep 1; done; \
 		mysqladmin ping -h$(MYSQL_HOST) -P$(MYSQL_PORT) -uroot || { echo "MariaDB is not reachable" >&2; exit 1; }; \
 	fi
 	@mysql -h$(MYSQL_HOST) -P$(MYSQL_PORT) -uroot -e \
