@@ -20,6 +20,7 @@ from .exceptions import (
     PayloadTooLarge,
     RexecutorError,
     UniquenessConflict,
+    WorkflowError,
 )
 from .executor import Executor
 from .job import Job, JobError, JobId
@@ -27,6 +28,7 @@ from .outcomes import Cancel, Done, ExecutionError, Snooze
 from .query import Where
 from .status import JobStatus
 from .uniqueness import Replace, UniquenessCriteria
+from .workflows import Workflow, WorkflowRun
 
 if TYPE_CHECKING:
     from .backends.django import DjangoBackend
@@ -60,6 +62,9 @@ __all__ = [
     "UniquenessConflict",
     "UniquenessCriteria",
     "Where",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowRun",
 ]
 
 

@@ -61,3 +61,8 @@ class UniquenessConflict(RexecutorError):
     met an enqueue for the same rule that committed after this transaction's snapshot was
     taken: the duplicate check cannot see that job, so nothing was inserted. Roll back and
     retry the whole transaction. ``__cause__`` is the database's serialization failure."""
+
+
+class WorkflowError(RexecutorError, ValueError):
+    """A workflow is built wrongly (a cycle, an unknown or foreign step, a duplicate name, a
+    step with a uniqueness rule); nothing was stored."""

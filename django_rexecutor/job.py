@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .status import ERROR_TYPE_MAX_LENGTH, JobStatus
 
 if TYPE_CHECKING:
+    from .backends.base import Backend
     from .progress import ProgressReporter
 
 
@@ -130,6 +131,12 @@ class Job:
     progress_at: datetime | None = None
     #: Set by the worker for the attempt it runs: where ``report_progress`` writes.
     _progress: ProgressReporter | None = field(default=None, repr=False, compare=False)
+    #: The workflow this job is a step of (``Workflow.enqueue().workflow_id``), or ``None``.
+    workflow_id: str | None = None
+    #: The step's name in its workflow (``Workflow.add(..., name=...)``), or ``None``.
+    step: str | None = None
+    #: The backend running this job (set by the worker), which ``upstream_results`` asks.
+    _backend: Backend | None = field(default=None, repr=False, compare=False)
 
     @property
     def cancel_requested(self) -> bool:
@@ -151,6 +158,27 @@ class Job:
         # make a failing job retry forever.
         return self.attempt >= self.max_attempts
 
+    def upstream_results(self) -> dict[str, Any]:
+        """The results of this workflow step's direct dependencies by step name: what each
+        returned as ``Done(result=...)`` (``None`` for one that did not complete, or returned
+        no result). ``{}`` for a job that is not a workflow step."""
+        if self.workflow_id is None:
+            return {}
+        return self._store().upstream_results(self.id)
+
+    async def aupstream_results(self) -> dict[str, Any]:
+        """``upstream_results`` for ``async def execute``."""
+        if self.workflow_id is None:
+            return {}
+        return await self._store().aupstream_results(self.id)
+
+    def _store(self) -> Backend:
+        if self._backend is not None:
+            return self._backend
+        from .backends import get_backend
+
+        return get_backend()
+
     def _fields(self) -> tuple[Any, ...]:
         return (
             self.id, self.status, self.executor, self.data, self.metadata, self.attempt,
@@ -158,6 +186,7 @@ class Job:
             self.scheduled_at, self.attempted_at, self.completed_at, self.cancelled_at,
             self.discarded_at, self.claimed_by, self.cancel_requested_at, self.result,
             self.unreadable, self.progress, self.progress_note, self.progress_at,
+            self.workflow_id, self.step,
         )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:

@@ -52,7 +52,13 @@ class JobQuerySet(models.QuerySet["JobRecord"]):
         return self.filter(status__in=READY_STATUSES, scheduled_at__lte=timezone.now())
 
     def waiting(self) -> JobQuerySet:
+        """Scheduled or retryable jobs, due or not (not the workflow status ``waiting``:
+        see ``blocked()``)."""
         return self.filter(status__in=READY_STATUSES)
+
+    def blocked(self) -> JobQuerySet:
+        """Workflow steps waiting for their dependencies (status ``waiting``)."""
+        return self.filter(status=JobStatus.WAITING)
 
     def running(self) -> JobQuerySet:
         return self.filter(status=JobStatus.EXECUTING)
@@ -105,6 +111,19 @@ class JobRecord(models.Model):
     progress = models.FloatField(_("progress"), null=True, blank=True)
     progress_note = models.TextField(_("progress note"), blank=True, default="", db_default="")
     progress_at = models.DateTimeField(_("progress reported at"), null=True, blank=True)
+    # Workflow steps (``django_rexecutor.workflows``); NULL for every other job. The fast raw
+    # INSERT and COPY paths of plain jobs leave these columns out (hence db_default).
+    workflow_id = models.CharField(  # noqa: DJ001 - NULL: not a workflow step
+        _("workflow"), max_length=36, null=True, blank=True
+    )
+    step = models.CharField(  # noqa: DJ001
+        _("workflow step"), max_length=255, null=True, blank=True
+    )
+    run_if = models.CharField(  # noqa: DJ001
+        _("runs if dependencies"), max_length=16, null=True, blank=True
+    )
+    #: How many of a waiting step's dependencies have not reached a final status yet.
+    pending = models.IntegerField(_("unfinished dependencies"), default=0, db_default=0)
 
     objects = JobQuerySet.as_manager()
 
@@ -144,6 +163,8 @@ class JobRecord(models.Model):
                 condition=Q(unique_key__isnull=False),
                 name="rexecutor_job_unique_key_idx",
             ),
+            # A workflow's steps (workflow page, cancel, pruning whole workflows).
+            models.Index(fields=["workflow_id"], name="rexecutor_job_workflow_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(attempt__gte=0), name="rexecutor_job_attempt_gte_0"),
@@ -183,6 +204,33 @@ class JobRecord(models.Model):
             (at for at in (getattr(self, f) for f in FINISHED_AT_FIELDS) if at is not None),
             None,
         )
+
+
+class JobDependencyRecord(models.Model):
+    """An edge of a workflow: ``job`` waits for ``depends_on``. Plain ids rather than foreign
+    keys, so the pruner's one-statement deletes need no cascade; the edges of a workflow go
+    with its jobs."""
+
+    id = models.BigAutoField(primary_key=True)
+    job_id = models.BigIntegerField(_("job"))
+    depends_on_id = models.BigIntegerField(_("depends on job"))
+
+    class Meta:
+        db_table = "rexecutor_job_dependency"
+        verbose_name = _("job dependency")
+        verbose_name_plural = _("job dependencies")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job_id", "depends_on_id"], name="rexecutor_dependency_unique"
+            )
+        ]
+        indexes = [
+            # The release after a job finishes looks up its dependents.
+            models.Index(fields=["depends_on_id"], name="rexecutor_dependency_on_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} after {self.depends_on_id}"
 
 
 class JobErrorRecord(models.Model):

@@ -181,6 +181,16 @@ def _tags(tags: Iterable[str], name: str) -> tuple[str, ...]:
     return out
 
 
+@dataclass(frozen=True)
+class WorkflowEqual(Query):
+    """The steps of one workflow (``Workflow.enqueue().workflow_id``)."""
+
+    workflow_id: str
+
+    def matches(self, job: Job) -> bool:
+        return job.workflow_id == self.workflow_id
+
+
 def _ids(ids: Iterable[int]) -> tuple[int, ...]:
     out = tuple(ids)
     for job_id in out:
@@ -248,6 +258,13 @@ class Where:
     @staticmethod
     def all() -> Query:
         return And(())
+
+    @staticmethod
+    def workflow_equals(workflow_id: str) -> Query:
+        """The steps of the workflow ``workflow_id``."""
+        if not isinstance(workflow_id, str) or not workflow_id:
+            raise TypeError(f"Where.workflow_equals: {workflow_id!r} is not a workflow id.")
+        return WorkflowEqual(workflow_id)
 
 
 def for_executor(query: Query, executor: str) -> Query:

@@ -14,6 +14,9 @@ class JobStatus(models.TextChoices):
     COMPLETE = "complete", _("Complete")
     CANCELLED = "cancelled", _("Cancelled")
     DISCARDED = "discarded", _("Discarded")
+    #: A workflow step whose dependencies have not all finished: never claimed until they
+    #: have (see ``django_rexecutor.workflows``).
+    WAITING = "waiting", _("Waiting")
 
     @property
     def is_terminal(self) -> bool:
@@ -49,3 +52,5 @@ class ErrorType:
     #: The job's row holds values the worker cannot read (written by hand or by a script).
     UNREADABLE = "unreadable"
     ERROR = "error"
+    #: A workflow step cancelled because a dependency it needed to succeed did not.
+    UPSTREAM_FAILED = "upstream_failed"

@@ -16,8 +16,11 @@ from .status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
 #: A rerun runs a finished or retryable job again; a scheduled job is already waiting and an
 #: executing one is running.
 RERUNNABLE: frozenset[JobStatus] = frozenset({JobStatus.RETRYABLE, *TERMINAL_STATUSES})
-#: A cancel stops a waiting job at once and asks a running one to stop.
-CANCELLABLE: frozenset[JobStatus] = frozenset({*READY_STATUSES, JobStatus.EXECUTING})
+#: A cancel stops a waiting job at once and asks a running one to stop; a workflow step
+#: still waiting for its dependencies is cancelled at once too.
+CANCELLABLE: frozenset[JobStatus] = frozenset(
+    {*READY_STATUSES, JobStatus.EXECUTING, JobStatus.WAITING}
+)
 #: Only a waiting job's fields can be changed.
 UPDATABLE: frozenset[JobStatus] = READY_STATUSES
 
@@ -127,3 +130,13 @@ def skip_reason(status: str) -> str:
     if status in TERMINAL_STATUSES:
         return SkipReason.FINISHED
     return SkipReason.WAITING
+
+
+def upstream_failed_error(step: str | None, status: JobStatus) -> ErrorDetails:
+    """The error of a workflow step cancelled because its dependency ``step`` ended
+    ``status`` (cancelled or discarded) and the step runs only if all succeeded."""
+    return ErrorDetails(
+        ErrorType.UPSTREAM_FAILED,
+        f"dependency {step or '?'!r} ended {status.value}; this step runs only if every "
+        "dependency succeeds (run_if='succeeded')",
+    )

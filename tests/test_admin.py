@@ -222,6 +222,8 @@ def test_detail_shows_every_field_of_the_model() -> None:
         "metadata": "metadata_json",
         "result": "result_json",
         "progress": "progress_bar",
+        "workflow_id": "workflow_link",
+        "step": "workflow_link",
         # Times are shown decoded from their text, so an unreadable one cannot fail the page.
         **{
             f.name: f"{f.name}_shown"

@@ -222,3 +222,59 @@ def test_operator_session_in_a_real_browser(browser: Any, live_server: Any) -> N
         timeout=25,
     )
     assert browser.execute_script("return window.rxMarker") == "same page"
+
+
+def test_the_workflow_page_in_a_real_browser(browser: Any, live_server: Any) -> None:
+    from demo.jobs import WorkflowStepEffect as Step
+    from django_rexecutor import Workflow
+    from django_rexecutor.backends.values import Claim
+    from django_rexecutor.job import ErrorDetails
+
+    wf = Workflow("nightly-report")
+    fetch = wf.add(Step.builder(), name="fetch")
+    a = wf.add(Step.builder(), name="report-a", after=[fetch])
+    b = wf.add(Step.builder(), name="report-b", after=[fetch])
+    wf.add(Step.builder(), name="notify", after=[a, b], run_if="finished")
+    run = wf.enqueue()
+    backend = DjangoBackend()
+    job = backend.claim_jobs("w", {Step.name: 1}, 1)[0]
+    backend.mark_job_discarded(job.id, ErrorDetails("boom", "failed"), claim=Claim.of(job))
+    User.objects.create_superuser("admin", "admin@example.com", "secret-pw")
+    base = live_server.url
+
+    browser.get(
+        f"{base}/admin/login/?next=/admin/django_rexecutor/jobrecord/{run['notify']}/change/"
+    )
+    browser.find_element(By.NAME, "username").send_keys("admin")
+    browser.find_element(By.NAME, "password").send_keys("secret-pw")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    # From a step's job page to its workflow's page.
+    wait(browser, ec.presence_of_element_located((By.ID, "rx-workflow-link"))).click()
+    graph = wait(browser, ec.presence_of_element_located((By.ID, "rx-workflow-graph")))
+    layers = graph.find_elements(By.CSS_SELECTOR, "ol.rx-layer")
+    steps = [
+        [li.get_attribute("data-step") for li in layer.find_elements(By.CSS_SELECTOR, "li")]
+        for layer in layers
+    ]
+    assert steps == [["fetch"], ["report-a", "report-b"], ["notify"]]
+    summary = browser.find_element(By.ID, "rx-workflow-summary").text
+    assert "4 steps" in summary and "1 discarded" in summary and "2 cancelled" in summary
+    notify = graph.find_element(By.CSS_SELECTOR, "li[data-step=notify]")
+    assert "after report-a, report-b" in notify.text
+    assert notify.find_element(By.CSS_SELECTOR, ".rx-badge--scheduled")
+    screenshot(browser, "workflow.png")
+
+    # Rerun the failed step: the steps it cancelled wait for it again, and so does the
+    # callback that had not started yet.
+    browser.find_element(By.ID, "rx-workflow-rerun").click()
+    message = wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li")))
+    assert message.text == "1 job rerun."
+    assert [j.status for j in Workflow.jobs(run.workflow_id)] == [
+        JobStatus.SCHEDULED, JobStatus.WAITING, JobStatus.WAITING, JobStatus.WAITING
+    ]  # fmt: skip
+
+    # Cancel the whole workflow.
+    browser.find_element(By.ID, "rx-workflow-cancel").click()
+    message = wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li")))
+    assert message.text == "4 jobs cancelled."
+    assert {j.status for j in Workflow.jobs(run.workflow_id)} == {JobStatus.CANCELLED}

@@ -46,16 +46,17 @@ def test_counts_by_executor_and_status_with_queue_lag(admin_client: Client) -> N
     make_job(JobStatus.EXECUTING, executor="report")
     make_job(JobStatus.DISCARDED, executor="report")
     html = panel(admin_client.get(DASHBOARD).text, "rx-status-counts")
-    # Columns: scheduled, executing, retryable, complete, cancelled, discarded, total, lag.
+    # Columns: scheduled, executing, retryable, complete, cancelled, discarded, waiting, total,
+    # lag.
     mail = row_of(html, "mail")
-    assert mail[:7] == ["3", "0", "0", "1", "0", "0", "4"]
-    assert mail[7] == "2 min"  # the job due 120 s ago; the one due in an hour does not count
+    assert mail[:8] == ["3", "0", "0", "1", "0", "0", "0", "4"]
+    assert mail[8] == "2 min"  # the job due 120 s ago; the one due in an hour does not count
     report = row_of(html, "report")
-    assert report[:7] == ["0", "1", "0", "0", "0", "1", "2"]
-    assert "—" in report[7]
+    assert report[:8] == ["0", "1", "0", "0", "0", "1", "0", "2"]
+    assert "—" in report[8]
     # The totals row sums every executor; its lag is the worst one.
     totals = re.findall(r"<td[^>]*>(.*?)</td>", html.split("<tfoot>")[1], re.S)
-    assert totals[:7] == ["3", "1", "0", "1", "0", "1", "6"]
+    assert totals[:8] == ["3", "1", "0", "1", "0", "1", "0", "6"]
     assert "?executor=mail" in html
 
 

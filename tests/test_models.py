@@ -87,6 +87,7 @@ def test_state_named_querysets() -> None:
     running = make(executor="m", status=JobStatus.EXECUTING, attempt=1)
     done = make(executor="m", status=JobStatus.COMPLETE, attempt=1, completed_at=now)
     gone = make(executor="m", status=JobStatus.DISCARDED, attempt=1, discarded_at=now)
+    step = make(executor="m", status=JobStatus.WAITING, scheduled_at=now, workflow_id="w1")
 
     def ids(qs: Any) -> set[int]:
         return set(qs.values_list("pk", flat=True))
@@ -95,6 +96,9 @@ def test_state_named_querysets() -> None:
     assert ids(JobRecord.objects.waiting()) == {ready.pk, retry.pk, future.pk}
     assert ids(JobRecord.objects.running()) == {running.pk}
     assert ids(JobRecord.objects.finished()) == {done.pk, gone.pk}
+    assert ids(JobRecord.objects.blocked()) == {step.pk}
+    assert step.pk in ids(JobRecord.objects.cancellable())
+    assert step.pk not in ids(JobRecord.objects.rerunnable())
     assert done.finished_at == now and ready.finished_at is None
     assert str(ready) == f"m #{ready.pk}"
 

@@ -101,6 +101,7 @@ def test_job_status_values_and_sets() -> None:
         "COMPLETE",
         "CANCELLED",
         "DISCARDED",
+        "WAITING",
     ]
     assert all(s.value == s.name.lower() for s in JobStatus)
     assert {JobStatus.SCHEDULED, JobStatus.RETRYABLE} == READY_STATUSES

@@ -46,9 +46,10 @@ def test_it_shows_counts_lag_and_live_workers() -> None:
     [row] = [line for line in text.splitlines() if line.startswith("test.record ")]
     cells = row.split()
     assert cells[1] == "2"  # scheduled
-    assert cells[7].endswith("s") and float(cells[7][:-1]) >= 119  # lag of the older one
+    # Columns: executor, the statuses (… discarded, waiting), lag, discarded in the hour.
+    assert cells[8].endswith("s") and float(cells[8][:-1]) >= 119  # lag of the older one
     [outcomes] = [line for line in text.splitlines() if line.startswith("test.outcomes ")]
-    assert outcomes.split()[6] == "1" and outcomes.split()[8] == "1"  # discarded, in the hour
+    assert outcomes.split()[6] == "1" and outcomes.split()[9] == "1"  # discarded, in the hour
     assert "Live workers: 1" in text
     assert "w-1 on" in text and "running 1/4: 7" in text
 

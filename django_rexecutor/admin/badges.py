@@ -30,6 +30,7 @@ PALETTE: dict[JobStatus, Colours] = {
     JobStatus.COMPLETE: Colours("#dcfce7", "#166534", "#14532d", "#bbf7d0", "#22c55e"),
     JobStatus.CANCELLED: Colours("#e5e7eb", "#374151", "#3a3f47", "#e5e7eb", "#9ca3af"),
     JobStatus.DISCARDED: Colours("#fee2e2", "#991b1b", "#5f1d1d", "#fecaca", "#ef4444"),
+    JobStatus.WAITING: Colours("#e0f2fe", "#075985", "#0c3b57", "#bae6fd", "#0ea5e9"),
 }
 
 #: The chart's "failed" series uses the discarded colour: both mean "something went wrong".

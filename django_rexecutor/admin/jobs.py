@@ -11,7 +11,13 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.functions import Cast, Coalesce
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -24,7 +30,7 @@ from ..conf import rexecutor_settings
 from ..decoding import Unreadable, read_datetime, read_json, read_tags
 from ..models import JSON_FIELDS, TIMESTAMP_FIELDS, JobErrorRecord, JobRecord
 from ..transitions import CANCELLABLE, RERUNNABLE
-from . import dashboard
+from . import dashboard, workflows
 from .access import admin_backend
 from .actions import (
     cancel_reason,
@@ -103,6 +109,8 @@ _STORED = (*TIMESTAMP_FIELDS, *JSON_FIELDS, "progress_at")
 _INTERNALS = ("claimed_by", "unique_key")
 #: The last progress the job's attempt reported (``Job.report_progress``).
 _PROGRESS = ("progress_bar", "progress_note", "progress_at_shown")
+#: A workflow step's workflow (linking to its page) and step name.
+_WORKFLOW = ("workflow_link", "run_if", "pending")
 
 
 def stored(job: JobRecord, name: str) -> Any:
@@ -164,9 +172,10 @@ class JobRecordAdmin(admin.ModelAdmin):
         (_("Times"), {"fields": _TIMES}),
         (_("Internals"), {"fields": _INTERNALS, "classes": ["collapse"]}),
         (_("Progress"), {"fields": _PROGRESS}),
+        (_("Workflow"), {"fields": _WORKFLOW}),
     ]
     # Every field shown is read-only: jobs change only through the actions.
-    readonly_fields = [*_SUMMARY, *_PAYLOAD, *_TIMES, *_INTERNALS, *_PROGRESS]
+    readonly_fields = [*_SUMMARY, *_PAYLOAD, *_TIMES, *_INTERNALS, *_PROGRESS, *_WORKFLOW]
 
     # -- queries -------------------------------------------------------------------------
     def get_queryset(self, request: HttpRequest) -> QuerySet[JobRecord]:
@@ -296,6 +305,23 @@ class JobRecordAdmin(admin.ModelAdmin):
     def result_json(self, job: JobRecord) -> SafeString:
         return self._payload(job, "result")
 
+    @admin.display(description=_("workflow"))
+    def workflow_link(self, job: JobRecord) -> SafeString | str:
+        if job.workflow_id is None:
+            return "—"
+        url = reverse(
+            f"admin:{self.opts.app_label}_workflow",
+            args=[job.workflow_id],
+            current_app=self.admin_site.name,
+        )
+        return format_html(
+            '<a href="{}" id="rx-workflow-link">{}</a> · {} <code>{}</code>',
+            url,
+            job.workflow_id,
+            _("step"),
+            job.step,
+        )
+
     @staticmethod
     def _payload(job: JobRecord, name: str) -> SafeString:
         value = stored(job, name)
@@ -310,6 +336,16 @@ class JobRecordAdmin(admin.ModelAdmin):
                 "dashboard/",
                 wrap(self.dashboard_view),
                 name=f"{self.opts.app_label}_dashboard",
+            ),
+            path(
+                "workflow/<str:workflow_id>/",
+                wrap(self.workflow_view),
+                name=f"{self.opts.app_label}_workflow",
+            ),
+            path(
+                "workflow/<str:workflow_id>/<str:action>/",
+                wrap(self.workflow_action_view),
+                name=f"{self.opts.app_label}_workflow_action",
             ),
             path("<path:object_id>/rerun/", wrap(self.rerun_view), name=f"{prefix}_rerun"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{prefix}_cancel"),
@@ -390,3 +426,55 @@ class JobRecordAdmin(admin.ModelAdmin):
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return require_POST(self._act)(request, object_id, "cancel")
+
+    # -- workflows -------------------------------------------------------------------------
+    def workflow_view(self, request: HttpRequest, workflow_id: str) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        alias = self.get_queryset(request).db
+        page = workflows.load(alias, workflow_id)
+        if page is None:
+            raise Http404(f"No workflow {workflow_id!r}.")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Workflow %(id)s") % {"id": workflow_id},
+            "rx_badge_css": badge_css(),
+            "rx_can_cancel": page.unfinished and self.has_cancel_permission(request),
+            "rx_can_rerun": page.failed_ids and self.has_rerun_permission(request),
+            **workflows.context_of(page),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/django_rexecutor/workflow.html", context)
+
+    def workflow_action_view(
+        self, request: HttpRequest, workflow_id: str, action: str
+    ) -> HttpResponse:
+        """``cancel``: every unfinished step (``cancel_job`` permission); ``rerun``: the
+        failed steps (``rerun_job`` permission). POST only."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        alias = self.get_queryset(request).db
+        page = workflows.load(alias, workflow_id)
+        if page is None:
+            raise Http404(f"No workflow {workflow_id!r}.")
+        backend = admin_backend(alias)
+        if action == "cancel":
+            if not self.has_cancel_permission(request):
+                raise PermissionDenied
+            result = backend.cancel_workflow(workflow_id, cancel_reason(request))
+        elif action == "rerun":
+            if not self.has_rerun_permission(request):
+                raise PermissionDenied
+            result = backend.rerun_jobs(page.failed_ids)
+        else:
+            raise Http404(f"No workflow action {action!r}.")
+        log_history(request, alias, result, action)
+        report(request, result, action)
+        return HttpResponseRedirect(
+            reverse(
+                f"admin:{self.opts.app_label}_workflow",
+                args=[workflow_id],
+                current_app=self.admin_site.name,
+            )
+        )

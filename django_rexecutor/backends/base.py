@@ -57,6 +57,7 @@ from .values import (
     PruneRule,
     PruneSpec,
     WorkerInfo,
+    WorkflowStep,
 )
 
 if TYPE_CHECKING:
@@ -479,3 +480,49 @@ class Backend(ABC):
 
     async def afinished_since(self, since: datetime) -> dict[tuple[str, str], int]:
         return await sync_to_async(self.finished_since)(since)
+
+    # -- workflows (``django_rexecutor.workflows``) -------------------------------------------
+    @abstractmethod
+    def enqueue_workflow(self, workflow_id: str, steps: Sequence[WorkflowStep]) -> list[JobId]:
+        """Insert a workflow's steps and their dependencies atomically (in the caller's
+        transaction on database backends), after ``steps.check_steps`` (a ``WorkflowError``
+        stores nothing); their ids, in order. A step with dependencies is ``waiting`` until
+        they reach a final status; the others are due as their job says. From then on, every
+        write that moves a step to a final status updates its dependents in the same atomic
+        step (see ``docs/workflows.md``): due once none is left, cancelled with an
+        ``upstream_failed`` error if one failed and the dependent has ``run_if="succeeded"``
+        (transitively); a rerun of a finished step makes its dependents wait for it again
+        and reopens those it had cancelled."""
+
+    @abstractmethod
+    def upstream_results(self, job_id: int) -> dict[str, Any]:
+        """The ``Done(result=...)`` values of the direct dependencies of the step
+        ``job_id``, by step name (``None`` for a dependency that did not complete)."""
+
+    def workflow_jobs(self, workflow_id: str) -> list[Job]:
+        """The steps of a workflow, by id."""
+        from ..query import WorkflowEqual
+
+        return self.query(WorkflowEqual(workflow_id))
+
+    def cancel_workflow(self, workflow_id: str, reason: str) -> BulkResult:
+        """``cancel_jobs`` for every unfinished step of a workflow (running ones get a cancel
+        request); backends override this to do it in one atomic step."""
+        from ..status import TERMINAL_STATUSES
+
+        steps = self.workflow_jobs(workflow_id)
+        return self.cancel_jobs([j.id for j in steps if j.status not in TERMINAL_STATUSES], reason)
+
+    async def aenqueue_workflow(
+        self, workflow_id: str, steps: Sequence[WorkflowStep]
+    ) -> list[JobId]:
+        return await sync_to_async(self.enqueue_workflow)(workflow_id, steps)
+
+    async def aupstream_results(self, job_id: int) -> dict[str, Any]:
+        return await sync_to_async(self.upstream_results)(job_id)
+
+    async def aworkflow_jobs(self, workflow_id: str) -> list[Job]:
+        return await sync_to_async(self.workflow_jobs)(workflow_id)
+
+    async def acancel_workflow(self, workflow_id: str, reason: str) -> BulkResult:
+        return await sync_to_async(self.cancel_workflow)(workflow_id, reason)

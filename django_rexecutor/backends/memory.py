@@ -15,7 +15,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,8 @@ from ..exceptions import JobNotFound
 from ..job import ErrorDetails, Job, JobError, JobId, storable_text
 from ..notifiers.base import CANCEL_CHANNEL, JOBS_CHANNEL
 from ..query import Query
-from ..status import READY_STATUSES, TERMINAL_STATUSES, JobStatus
+from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
+from ..steps import check_steps
 from ..transitions import (
     FINISH_FIELD,
     cancel_error,
@@ -39,6 +40,7 @@ from ..transitions import (
     rescue_outcome,
     running_cancel_error,
     snoozed_status,
+    upstream_failed_error,
 )
 from ..uniqueness import UniquenessCriteria
 from ..validation import (
@@ -49,7 +51,30 @@ from ..validation import (
     check_tags,
 )
 from .base import Backend
-from .values import Claim, EnqueuableJob, JobCounts, PruneRule, PruneSpec, WorkerInfo
+from .values import (
+    BulkResult,
+    Claim,
+    EnqueuableJob,
+    JobCounts,
+    PruneRule,
+    PruneSpec,
+    WorkerInfo,
+    WorkflowStep,
+)
+
+
+@dataclass
+class _Step:
+    """A workflow step's bookkeeping: when it runs, how many dependencies are unfinished,
+    which jobs it waits for and which wait for it."""
+
+    run_if: str
+    pending: int
+    after: list[int]
+    dependents: list[int] = field(default_factory=list)
+
+
+_FAILED = frozenset({JobStatus.CANCELLED, JobStatus.DISCARDED})
 
 
 class InMemoryBackend(Backend):
@@ -68,6 +93,8 @@ class InMemoryBackend(Backend):
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
+        #: Workflow steps: job id → what the release needs (``_Step``).
+        self._steps: dict[int, _Step] = {}
 
     def __repr__(self) -> str:
         return f"<InMemoryBackend: {len(self._jobs)} jobs>"
@@ -78,6 +105,7 @@ class InMemoryBackend(Backend):
             self._unique_keys.clear()
             self._workers.clear()
             self._ticks.clear()
+            self._steps.clear()
 
     def _get(self, job_id: int, executor: str | None = None) -> Job:
         job = self._jobs.get(job_id)
@@ -245,6 +273,8 @@ class InMemoryBackend(Backend):
                     JobError(job.attempt, error.error_type, error.message, error.traceback, now)
                 )
             self._notify(job)
+            if job.workflow_id is not None and status in TERMINAL_STATUSES:
+                self._release({job_id: status})
             return True
 
     def mark_job_complete(
@@ -311,6 +341,8 @@ class InMemoryBackend(Backend):
                 job.errors.append(
                     JobError(job.attempt, error.error_type, error.message, error.traceback, now)
                 )
+                if job.workflow_id is not None:
+                    self._release({job_id: JobStatus.CANCELLED})
             self._notify(job)
             return self._copy(job)
 
@@ -318,11 +350,14 @@ class InMemoryBackend(Backend):
         with self._lock:
             job = self._get(job_id, executor)
             check_rerun(job_id, job.status)
+            was_finished = job.status in TERMINAL_STATUSES
             changes = rerun_changes(
                 job.attempt, max_attempts=job.max_attempts + 1, now=timezone.now()
             )
             for name, value in changes.items():
                 setattr(job, name, value)
+            if job.workflow_id is not None and was_finished:
+                self._reopen([job_id])
             self._notify(job)
             return self._copy(job)
 
@@ -368,6 +403,7 @@ class InMemoryBackend(Backend):
                 for job in self._prunable(rule):
                     del self._jobs[job.id]
                     self._unique_keys.pop(job.id, None)
+                    self._steps.pop(job.id, None)
                     deleted += 1
             return deleted
 
@@ -383,13 +419,16 @@ class InMemoryBackend(Backend):
                 return job.finished_at or job.scheduled_at
             return job.scheduled_at
 
+        cutoff = None if rule.max_age is None else timezone.now() - rule.max_age
+        still_open = self._open_workflows(cutoff)
         covered = [
             j
             for j in self._jobs.values()
-            if j.status == rule.status and rule.covers_executor(j.executor)
+            if j.status == rule.status
+            and rule.covers_executor(j.executor)
+            and (j.workflow_id is None or j.workflow_id not in still_open)
         ]
-        if rule.max_age is not None:
-            cutoff = timezone.now() - rule.max_age
+        if cutoff is not None:
             return [j for j in covered if aged_at(j) < cutoff]
         newest_first = sorted(covered, key=lambda j: (aged_at(j), j.id), reverse=True)
         return newest_first[rule.max_length or 0 :]
@@ -518,3 +557,116 @@ class InMemoryBackend(Backend):
                 and at >= since
             )
         return dict(counts)
+
+    # -- workflows -------------------------------------------------------------------------
+    def enqueue_workflow(self, workflow_id: str, steps: Sequence[WorkflowStep]) -> list[JobId]:
+        check_steps(steps)
+        limit = rexecutor_settings.MAX_PAYLOAD_BYTES
+        for step in steps:  # all checked before anything is stored
+            check_payloads(step.job, limit)
+        with self._lock:
+            ids = [self.enqueue(step.job) for step in steps]
+            id_of = {step.name: int(job_id) for step, job_id in zip(steps, ids, strict=True)}
+            for step, job_id in zip(steps, ids, strict=True):
+                after = [id_of[name] for name in dict.fromkeys(step.after)]
+                self._steps[job_id] = _Step(step.run_if, len(after), after)
+                for dep in after:
+                    self._steps[dep].dependents.append(job_id)
+                job = self._jobs[job_id]
+                job.workflow_id, job.step = workflow_id, step.name
+                if after:
+                    job.status = JobStatus.WAITING
+            return [JobId(i) for i in ids]
+
+    def upstream_results(self, job_id: int) -> dict[str, Any]:
+        with self._lock:
+            state = self._steps.get(job_id)
+            deps = [self._jobs[d] for d in state.after if d in self._jobs] if state else []
+            return {
+                str(d.step): copy.deepcopy(d.result) if d.status == JobStatus.COMPLETE else None
+                for d in deps
+            }
+
+    def cancel_workflow(self, workflow_id: str, reason: str) -> BulkResult:
+        with self._lock:  # one atomic step
+            return super().cancel_workflow(workflow_id, reason)
+
+    def _release(self, finished: dict[int, JobStatus]) -> None:
+        """``dependencies.release`` of the Django backend, over ``_steps`` (under the lock)."""
+        frontier = finished
+        while frontier:
+            waits: dict[int, list[int]] = {}
+            for dep in frontier:
+                for dependent in self._steps[dep].dependents:
+                    waits.setdefault(dependent, []).append(dep)
+            cancelled: dict[int, JobStatus] = {}
+            now = timezone.now()
+            for pk in sorted(waits):
+                job = self._jobs.get(pk)
+                if job is None or job.status != JobStatus.WAITING:
+                    continue
+                state = self._steps[pk]
+                failed = [d for d in waits[pk] if frontier[d] in _FAILED]
+                if failed and state.run_if != "finished":
+                    job.status, job.cancelled_at, state.pending = JobStatus.CANCELLED, now, 0
+                    failed_job = self._jobs.get(failed[0])
+                    error = upstream_failed_error(
+                        failed_job.step if failed_job else None, frontier[failed[0]]
+                    )
+                    job.errors.append(
+                        JobError(job.attempt, error.error_type, error.message, "", now)
+                    )
+                    cancelled[pk] = JobStatus.CANCELLED
+                    continue
+                state.pending -= len(waits[pk])
+                if state.pending <= 0:
+                    state.pending = 0
+                    job.status = snoozed_status(job.attempt)
+                    self._notify(job)
+            frontier = cancelled
+
+    def _reopen(self, rerun: list[int]) -> None:
+        """``dependencies.reopen`` of the Django backend, over ``_steps`` (under the lock)."""
+        frontier = rerun
+        while frontier:
+            waits: dict[int, int] = {}
+            for dep in frontier:
+                for dependent in self._steps[dep].dependents:
+                    waits[dependent] = waits.get(dependent, 0) + 1
+            reopened: list[int] = []
+            for pk in sorted(waits):
+                job = self._jobs.get(pk)
+                if job is None:
+                    continue
+                state = self._steps[pk]
+                if job.status == JobStatus.WAITING:
+                    state.pending += waits[pk]
+                    continue
+                deps = [self._jobs[d] for d in state.after if d in self._jobs]
+                if job.status == JobStatus.SCHEDULED and not job.attempt:
+                    # Due but not started: it waits for the rerun dependency again.
+                    job.status = JobStatus.WAITING
+                    state.pending = sum(1 for d in deps if d.status not in TERMINAL_STATUSES)
+                    continue
+                upstream = job.errors and job.errors[-1].error_type == ErrorType.UPSTREAM_FAILED
+                if job.status != JobStatus.CANCELLED or not upstream:
+                    continue
+                if any(d.status in _FAILED for d in deps):
+                    continue
+                job.status, job.cancelled_at = JobStatus.WAITING, None
+                state.pending = sum(1 for d in deps if d.status not in TERMINAL_STATUSES)
+                reopened.append(pk)
+            frontier = reopened
+
+    def _open_workflows(self, cutoff: datetime | None) -> set[str]:
+        """Workflows with an unfinished step (or, with ``cutoff``, one finished at or after
+        it): none of their steps is pruned."""
+        return {
+            str(j.workflow_id)
+            for j in self._jobs.values()
+            if j.workflow_id is not None
+            and (
+                j.status not in TERMINAL_STATUSES
+                or (cutoff is not None and (j.finished_at or cutoff) >= cutoff)
+            )
+        }

@@ -132,3 +132,20 @@ class JobCounts:
         for (executor, status), n in sorted(self.counts.items()):
             out.setdefault(executor, {})[status] = n
         return out
+
+
+#: When a workflow step runs: once every dependency completed (``"succeeded"``), or once
+#: every dependency reached a final status, whatever it was (``"finished"``).
+RUN_IF_VALUES: tuple[str, ...] = ("succeeded", "finished")
+
+
+@dataclass(frozen=True)
+class WorkflowStep:
+    """One step of a workflow to insert: its job, its unique ``name`` in the workflow, the
+    names of the steps it waits for (``after``) and when it runs (``run_if``); built by
+    ``django_rexecutor.Workflow``."""
+
+    job: EnqueuableJob
+    name: str
+    after: tuple[str, ...] = ()
+    run_if: str = "succeeded"

@@ -124,6 +124,16 @@ def _parse_rule(
                 f"{', '.join(s.value for s in PRUNABLE_STATUSES)}.",
             )
         )
+    if status == JobStatus.WAITING:
+        problems.append(
+            SettingsProblem(
+                "E207",
+                f"{where}['status'] = {raw.get('status')!r}: workflow steps waiting for their "
+                "dependencies are never pruned.",
+                hint="A finished workflow is pruned by the rules of its steps' final statuses. "
+                f"Prunable statuses: {', '.join(s.value for s in PRUNABLE_STATUSES)}.",
+            )
+        )
     has_age, has_length = "max_age" in raw, "max_length" in raw
     max_age: timedelta | None = None
     max_length: int | None = None

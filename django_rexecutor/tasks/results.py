@@ -4,7 +4,7 @@
   "kwargs": {...}, "run_after": ISO time or null}``; the queue is in the executor's name.
 * priority: Django's −100…100 (higher first) becomes ours 0…200 (lower first) as
   ``100 − priority``, so the order is kept.
-* status: scheduled/retryable → READY, executing → RUNNING, complete → SUCCESSFUL,
+* status: scheduled/retryable/waiting → READY, executing → RUNNING, complete → SUCCESSFUL,
   cancelled/discarded → FAILED.
 * errors: one per failed attempt; the exception class path is the start of our error message
   (``"builtins.ValueError: boom"``); our own kinds map to the classes in ``exceptions``.
@@ -37,6 +37,8 @@ STATUSES: dict[JobStatus, TaskResultStatus] = {
     JobStatus.COMPLETE: TaskResultStatus.SUCCESSFUL,
     JobStatus.CANCELLED: TaskResultStatus.FAILED,
     JobStatus.DISCARDED: TaskResultStatus.FAILED,
+    # A workflow step waiting for its dependencies is enqueued, not yet runnable.
+    JobStatus.WAITING: TaskResultStatus.READY,
 }
 
 _CLASS_PATH = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?::\s|$)")

@@ -86,6 +86,7 @@ def _run_one(
     loop: asyncio.AbstractEventLoop | None,
 ) -> str:
     started = time.monotonic()
+    job._backend = backend  # what ``job.upstream_results()`` asks
     instance: Executor | None = None
     result: AttemptResult
     try:

@@ -176,6 +176,7 @@ class RunningAttempts:
         """Take a slot for ``job`` and start its attempt (a broken executor fails the job)."""
         executor_cls = self.executors[job.executor]
         attempt = Attempt(job, executor_cls)
+        job._backend = self.backend  # what ``job.upstream_results()`` asks
         self._active.add(attempt)
         self._per_executor[job.executor] += 1
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from django_rexecutor import (
     BackoffStrategy,
     Cancel,
+    Done,
     ExecutionError,
     Executor,
     Job,
@@ -281,3 +282,29 @@ class AppendLine(Executor):
         # processes never interleave.
         with open(job.data["path"], "a") as out:
             out.write(f"{job.id} {job.attempt}\n")
+
+
+class WorkflowStepEffect(Executor):
+    """A workflow step for the tests: records ``start:<step>`` and ``end:<step>`` side effects
+    (their ``created_at`` and ids give the order the steps ran in), sleeps ``data["sleep"]``
+    seconds between them, fails for good if ``data["fail"]``, and returns its step's name with
+    its upstream results."""
+
+    name = "test.workflow_step"
+    max_attempts = 1
+
+    def execute(self, job: Job) -> Done:
+        data = job.data or {}
+        step = job.step or ""
+        SideEffect.objects.create(
+            job_id=job.id, attempt=job.attempt, label=f"start:{step}", worker=job.claimed_by or ""
+        )
+        if data.get("sleep"):
+            time.sleep(data["sleep"])
+        if data.get("fail"):
+            raise ExecutionError("step failed on purpose", error_type="test_failure")
+        upstream = job.upstream_results()
+        SideEffect.objects.create(
+            job_id=job.id, attempt=job.attempt, label=f"end:{step}", worker=job.claimed_by or ""
+        )
+        return Done(result={"step": step, "value": data.get("value"), "upstream": upstream})

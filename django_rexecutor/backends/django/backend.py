@@ -20,11 +20,12 @@ from .claims import Claiming
 from .enqueue import Enqueueing
 from .observing import Observing
 from .upkeep import Upkeep
+from .workflows import WorkflowSteps
 
 logger = logging.getLogger("django_rexecutor.backends")
 
 
-class DjangoBackend(Enqueueing, Claiming, Changing, Upkeep, Observing):
+class DjangoBackend(Enqueueing, Claiming, Changing, Upkeep, Observing, WorkflowSteps):
     """Jobs stored through the Django ORM in the ``REXECUTOR["DATABASE"]`` alias."""
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ from ...encoding import to_json_native
 from ...exceptions import JobNotFound
 from ...job import Job, storable_text
 from ...models import JobRecord
-from ...status import JobStatus
+from ...status import TERMINAL_STATUSES, JobStatus
 from ...transitions import (
     CANCELLABLE,
     RERUNNABLE,
@@ -29,6 +29,7 @@ from ...transitions import (
 from ...validation import check_aware, check_max_attempts, check_priority, check_tags
 from ..values import BulkResult
 from .base import error_record
+from .dependencies import release, reopen
 from .reading import Reading
 
 
@@ -54,6 +55,8 @@ class Changing(Reading):
             else:
                 self.jobs.filter(pk=job_id).update(**finish_changes(JobStatus.CANCELLED, now))
                 self._add_error(job_id, record.attempt, cancel_error(reason), now)
+                if record.workflow_id is not None:
+                    release(self, {job_id: JobStatus.CANCELLED})
             return self._fresh(job_id)
 
     def rerun_job(self, job_id: int, *, executor: str | None = None) -> Job:
@@ -63,6 +66,8 @@ class Changing(Reading):
             self.jobs.filter(pk=job_id).update(
                 **rerun_changes(record.attempt, max_attempts=F("max_attempts") + 1, now=Now())
             )
+            if record.workflow_id is not None and record.status in TERMINAL_STATUSES:
+                reopen(self, [job_id])
             return self._fresh(job_id)
 
     #: Ids handled per transaction by the bulk operations (well under SQLite's variable limit).
@@ -70,14 +75,17 @@ class Changing(Reading):
 
     def _bulk_rows(
         self, ids: Sequence[int], executor: str | None
-    ) -> dict[int, tuple[JobStatus, int]]:
-        """(status, attempt) of the jobs among ``ids`` (of ``executor``), locked."""
+    ) -> dict[int, tuple[JobStatus, int, bool]]:
+        """(status, attempt, whether it is a workflow step) of the jobs among ``ids`` (of
+        ``executor``), locked."""
         qs = self.jobs.select_for_update().filter(pk__in=ids)
         if executor is not None:
             qs = qs.filter(executor=executor)
         return {
-            pk: (JobStatus(status), attempt)
-            for pk, status, attempt in qs.values_list("pk", "status", "attempt")
+            pk: (JobStatus(status), attempt, workflow_id is not None)
+            for pk, status, attempt, workflow_id in qs.values_list(
+                "pk", "status", "attempt", "workflow_id"
+            )
         }
 
     def rerun_jobs(self, job_ids: Iterable[int], *, executor: str | None = None) -> BulkResult:
@@ -95,7 +103,7 @@ class Changing(Reading):
                     if pk not in rows:
                         skipped[pk] = SkipReason.NOT_FOUND
                         continue
-                    status, attempt = rows[pk]
+                    status, attempt, _ = rows[pk]
                     if status not in RERUNNABLE:
                         skipped[pk] = skip_reason(status)
                         continue
@@ -106,6 +114,14 @@ class Changing(Reading):
                     self.jobs.filter(pk__in=pks).update(
                         **rerun_changes(attempt, max_attempts=F("max_attempts") + 1, now=now)
                     )
+                reopened = [
+                    pk
+                    for _, pks in by_status.values()
+                    for pk in pks
+                    if rows[pk][2] and rows[pk][0] in TERMINAL_STATUSES
+                ]
+                if reopened:
+                    reopen(self, reopened)
         return BulkResult(tuple(done), skipped)
 
     def cancel_jobs(
@@ -126,7 +142,7 @@ class Changing(Reading):
                     if pk not in rows:
                         skipped[pk] = SkipReason.NOT_FOUND
                         continue
-                    status, attempt = rows[pk]
+                    status, attempt, _ = rows[pk]
                     if status not in CANCELLABLE:
                         skipped[pk] = skip_reason(status)
                     elif status == JobStatus.EXECUTING:
@@ -144,6 +160,9 @@ class Changing(Reading):
                     self.errors.bulk_create(
                         error_record(pk, attempt, error, now) for pk, attempt in waiting
                     )
+                    cancelled = {pk: JobStatus.CANCELLED for pk, _ in waiting if rows[pk][2]}
+                    if cancelled:
+                        release(self, cancelled)
                 if running:
                     self.jobs.filter(pk__in=running, cancel_requested_at__isnull=True).update(
                         cancel_requested_at=now, cancel_reason=reason

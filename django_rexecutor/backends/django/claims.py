@@ -14,14 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, connections
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Now
 
 from ...exceptions import JobNotFound
 from ...job import ErrorDetails, Job
-from ...status import ErrorType, JobStatus
+from ...status import TERMINAL_STATUSES, ErrorType, JobStatus
 from ...transitions import finish_changes, running_cancel_error, snoozed_status
 from ..values import Claim
+from .dependencies import release
 from .reading import Reading
 from .rows import job_from_row, unreadable_message
 
@@ -78,7 +79,7 @@ class Claiming(Reading):
                 qs = qs.filter(attempt=claim.attempt, claimed_by=claim.worker_id)
             row = (
                 qs.select_for_update()
-                .values("attempt", "cancel_requested_at", "cancel_reason")
+                .values("attempt", "cancel_requested_at", "cancel_reason", "workflow_id")
                 .first()
             )
             if row is None:
@@ -92,6 +93,10 @@ class Claiming(Reading):
             self.jobs.filter(pk=job_id).update(**updates)
             if error is not None:
                 self._add_error(job_id, row["attempt"], error, now)
+            status = updates["status"]
+            if row["workflow_id"] is not None and status in TERMINAL_STATUSES:
+                # The step's dependents learn of it in this transaction.
+                release(self, {job_id: JobStatus(status)})
             return True
 
     def mark_job_complete(
@@ -140,15 +145,46 @@ class Claiming(Reading):
     def complete_jobs(self, claims: Sequence[Claim]) -> int:
         if not claims:
             return 0
-        # Fenced by (id, attempt, worker), skipping cancel-requested jobs.
+        # Fenced by (id, attempt, worker), skipping cancel-requested jobs and workflow steps.
         completed = self.engine.complete(claims)
+        rest = [c for c in claims if c.job_id not in completed]
+        if rest:
+            # Workflow steps: completed and their dependents released in one transaction.
+            completed |= self._complete_steps(rest)
         written = len(completed)
         # The rest were cancelled meanwhile, are stale or gone: settle them one by one.
-        for c in claims:
+        for c in rest:
             if c.job_id not in completed:
                 with contextlib.suppress(JobNotFound):
                     written += self.mark_job_complete(c.job_id, claim=c)
         return written
+
+    def _complete_steps(self, claims: Sequence[Claim]) -> set[int]:
+        """Complete the workflow steps among ``claims`` still executing under them (no cancel
+        requested), and release their dependents, in one transaction; the ids written.
+        Vendor-neutral: the fenced rows are locked, then updated by id."""
+        fence = Q()
+        by_claim: dict[tuple[str, int], list[int]] = {}
+        for c in claims:
+            by_claim.setdefault((c.worker_id, c.attempt), []).append(c.job_id)
+        for (worker_id, attempt), ids in by_claim.items():
+            fence |= Q(pk__in=ids, attempt=attempt, claimed_by=worker_id)
+        with self._atomic():
+            ids = list(
+                self.jobs.select_for_update()
+                .filter(
+                    fence,
+                    status=JobStatus.EXECUTING,
+                    cancel_requested_at__isnull=True,
+                    workflow_id__isnull=False,
+                )
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            if ids:
+                self.jobs.filter(pk__in=ids).update(**finish_changes(JobStatus.COMPLETE, Now()))
+                release(self, dict.fromkeys(ids, JobStatus.COMPLETE))
+        return set(ids)
 
     def release_jobs(self, claims: Sequence[Claim]) -> int:
         released = 0

@@ -27,6 +27,7 @@ from ...query import (
     StatusEqual,
     TagsAllOf,
     TagsOneOf,
+    WorkflowEqual,
 )
 
 MATCH_ALL = Q(pk__isnull=False)
@@ -77,4 +78,6 @@ def compile_query(query: Query) -> Q:
             return Q(scheduled_at__gt=at)
         case ScheduledAtEqual(at=at):
             return Q(scheduled_at=at)
+        case WorkflowEqual(workflow_id=workflow_id):
+            return Q(workflow_id=workflow_id)
     raise TypeError(f"Cannot compile {query!r}: not a query node.")

@@ -33,6 +33,8 @@ JOB_FIELDS = (
     "progress",
     "progress_note",
     "progress_at",
+    "workflow_id",
+    "step",
 )
 #: Timestamp columns after the ``TIMESTAMP_FIELDS`` block, read as text too.
 LATER_TIMESTAMPS = ("progress_at",)
@@ -92,6 +94,8 @@ def _job_of_sound_row(row: Sequence[Any], errors: Mapping[int, list[JobError]], 
         progress=row[18],
         progress_note=row[19] or "",
         progress_at=None if row[20] is None else _aware(_parse_time(row[20]), tz),
+        workflow_id=row[21],
+        step=row[22],
     )
 
 
@@ -132,6 +136,8 @@ def _job_of_any_row(row: Sequence[Any], errors: Mapping[int, list[JobError]], tz
         progress=row[18],
         progress_note=row[19] or "",
         unreadable=unreadable,
+        workflow_id=row[21],
+        step=row[22],
         **values,
     )
 
@@ -173,4 +179,6 @@ def to_job(record: JobRecord, errors: Iterable[JobErrorRecord] = ()) -> Job:
         progress=record.progress,
         progress_note=record.progress_note or "",
         progress_at=record.progress_at,
+        workflow_id=record.workflow_id,
+        step=record.step,
     )

@@ -14,7 +14,13 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
-from ...models import CronTickRecord, JobErrorRecord, JobQuerySet, WorkerRecord
+from ...models import (
+    CronTickRecord,
+    JobDependencyRecord,
+    JobErrorRecord,
+    JobQuerySet,
+    WorkerRecord,
+)
 from ...status import TERMINAL_STATUSES, JobStatus
 from ...transitions import (
     FINISH_FIELD,
@@ -25,6 +31,7 @@ from ...transitions import (
 )
 from ..values import PruneRule, PruneSpec, WorkerInfo
 from .base import DjangoBase, error_record
+from .dependencies import release
 
 #: When a finished job finished (the field its final status set).
 FINISHED_AT = Coalesce(*FINISHED_AT_FIELDS)
@@ -47,8 +54,28 @@ class Upkeep(DjangoBase):
     def count_prunable(self, rule: PruneRule) -> int:
         qs = self._rule_queryset(rule)
         if rule.max_age is not None:
-            return int(qs.filter(aged_at__lt=timezone.now() - rule.max_age).count())
-        return max(0, int(qs.count()) - (rule.max_length or 0))
+            cutoff = timezone.now() - rule.max_age
+            return int(self._closed(qs, cutoff).filter(aged_at__lt=cutoff).count())
+        return max(0, int(self._closed(qs, None).count()) - (rule.max_length or 0))
+
+    def _closed(self, qs: Any, cutoff: datetime | None) -> Any:
+        """``qs`` without the steps of workflows that are unfinished (or, with a ``cutoff``,
+        that finished at or after it): a workflow is pruned as a whole, once all of it is
+        finished and old enough."""
+        steps = self.jobs.filter(workflow_id__isnull=False)
+        still_open = Q(~Q(status__in=sorted(TERMINAL_STATUSES)))
+        if cutoff is not None:
+            steps = steps.annotate(rx_finished=FINISHED_AT)
+            still_open |= Q(rx_finished__gte=cutoff)
+        return qs.exclude(workflow_id__in=steps.filter(still_open).values("workflow_id"))
+
+    def _forget_edges(self, step_ids: Sequence[int]) -> None:
+        """Delete the dependency rows of the deleted steps among ``step_ids``."""
+        edges = JobDependencyRecord.objects.using(self.alias)
+        kept = set(self.jobs.filter(pk__in=step_ids).values_list("pk", flat=True))
+        gone = [pk for pk in step_ids if pk not in kept]
+        if gone:
+            edges.filter(Q(job_id__in=gone) | Q(depends_on_id__in=gone)).delete()
 
     def _rule_queryset(self, rule: PruneRule) -> Any:
         # Any: the stubs cannot type the queryset's ``aged_at`` annotation.
@@ -65,13 +92,22 @@ class Upkeep(DjangoBase):
         qs = self._rule_queryset(rule)
         deleted = 0
         while True:
+            # The steps of open workflows are left out when choosing the ids; the DELETE
+            # re-checks only the rule's own conditions (a subquery on the table it deletes
+            # from is not portable), so only a rerun racing this batch could slip through.
             if rule.max_age is not None:
-                bound = Q(aged_at__lt=timezone.now() - rule.max_age)
+                cutoff = timezone.now() - rule.max_age
+                bound = Q(aged_at__lt=cutoff)
                 ids = list(
-                    qs.filter(bound).order_by("id").values_list("pk", flat=True)[:batch_size]
+                    self._closed(qs, cutoff)
+                    .filter(bound)
+                    .order_by("id")
+                    .values_list("pk", flat=True)[:batch_size]
                 )
             else:
-                newest_first = qs.order_by(F("aged_at").desc(nulls_last=True), "-id")
+                newest_first = self._closed(qs, None).order_by(
+                    F("aged_at").desc(nulls_last=True), "-id"
+                )
                 keep = rule.max_length or 0
                 rows = list(newest_first.values_list("pk", "aged_at")[keep : keep + batch_size])
                 ids = [pk for pk, _ in rows]
@@ -83,7 +119,12 @@ class Upkeep(DjangoBase):
                     bound |= Q(aged_at__lte=newest)
             if not ids:
                 return deleted
+            step_ids = list(
+                self.jobs.filter(pk__in=ids, workflow_id__isnull=False).values_list("pk", flat=True)
+            )
             removed = self.delete_jobs(ids, qs.filter(bound))
+            if step_ids:
+                self._forget_edges(step_ids)
             if not removed:
                 # Every job of the batch changed meanwhile; the next run carries on.
                 return deleted
@@ -188,6 +229,7 @@ class Upkeep(DjangoBase):
                     "claimed_by",
                     "cancel_requested_at",
                     "cancel_reason",
+                    "workflow_id",
                 )[: self.rescue_batch_size]
             )
             if not rows:
@@ -197,7 +239,8 @@ class Upkeep(DjangoBase):
             outcomes: dict[JobStatus, list[int]] = {}
             claims: dict[tuple[str | None, int], list[int]] = {}
             errors: list[JobErrorRecord] = []
-            for job_id, attempt, max_attempts, worker_id, cancel_requested_at, reason in rows:
+            steps = {row[0] for row in rows if row[-1] is not None}
+            for job_id, attempt, max_attempts, worker_id, cancel_requested_at, reason, _ in rows:
                 status = rescue_outcome(attempt, max_attempts, cancel_requested_at is not None)
                 outcomes.setdefault(status, []).append(job_id)
                 claims.setdefault((worker_id, attempt), []).append(job_id)
@@ -217,7 +260,7 @@ class Upkeep(DjangoBase):
                 running.filter(pk__in=ids).update(status=status, **{_RESCUE_SETS[status]: now})
                 for status, ids in outcomes.items()
             )
-            done = [job_id for job_id, *_ in rows]
+            done = [row[0] for row in rows]
             if written != len(rows):
                 # Only possible without row locks (SQLite): a job changed after it was read,
                 # and the fence left it alone. Find the ones written.
@@ -231,4 +274,14 @@ class Upkeep(DjangoBase):
                 written_ids = set(done)
                 errors = [e for e in errors if e.job_id in written_ids]
             self.errors.bulk_create(errors)
+            written_steps = steps.intersection(done)
+            finished = {
+                pk: status
+                for status, ids in outcomes.items()
+                if status in TERMINAL_STATUSES
+                for pk in ids
+                if pk in written_steps
+            }
+            if finished:
+                release(self, finished)
         return len(rows), done

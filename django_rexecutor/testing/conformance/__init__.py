@@ -41,6 +41,7 @@ from .pruning import PruneConformance
 from .query import QueryConformance
 from .results import ResultConformance
 from .workers import WorkerConformance
+from .workflows import WorkflowConformance
 
 __all__ = [
     "ALPHA",
@@ -60,6 +61,7 @@ __all__ = [
     "QueryConformance",
     "ResultConformance",
     "WorkerConformance",
+    "WorkflowConformance",
 ]
 
 
@@ -75,6 +77,7 @@ class BackendConformanceTests(
     CronConformance,
     LockConformance,
     ObservabilityConformance,
+    WorkflowConformance,
 ):
     """Every part of the suite; a subclass named ``Test…`` implements ``make_backend`` and
     ``delete_behind_the_backend``."""

@@ -31,7 +31,7 @@ from ....notifiers.base import Notifier
 from ....notifiers.local import LocalNotifier
 from ....status import READY_STATUSES, JobStatus
 from ....validation import check_payload_size, check_payloads
-from ...values import Claim, EnqueuableJob
+from ...values import Claim, EnqueuableJob, WorkflowStep
 from ..rows import JOB_COLUMNS
 
 JOB_TABLE = JobRecord._meta.db_table
@@ -59,8 +59,14 @@ CLAIM_UPDATE_SQL = (
 COMPLETE_SQL = (
     f"UPDATE {JOB_TABLE} SET status = '{JobStatus.COMPLETE.value}', completed_at = {{now}}"
     f" WHERE status = '{JobStatus.EXECUTING.value}' AND cancel_requested_at IS NULL"
+    # A workflow step's completion releases its dependents in the same transaction: the
+    # backend writes those one by one (``Claiming.complete_jobs``).
+    " AND workflow_id IS NULL"
     " AND (id, attempt, claimed_by) IN (VALUES {fence}) RETURNING id"
 )
+#: Columns a workflow step's row sets besides ``INSERT_COLUMNS``, in the order of
+#: ``encoded_step_row``.
+STEP_COLUMNS = "workflow_id, step, run_if, pending"
 #: Claims per completion statement (3 parameters each: under SQLite's variable limit).
 FENCE_CHUNK = 250
 _NOW_SQL: dict[str, str] = {}
@@ -121,6 +127,23 @@ class Engine(ABC):
             [new_record(j, limit) for j in jobs], batch_size=5000
         )
         return [int(r.pk) for r in records]
+
+    def insert_steps(
+        self, workflow_id: str, steps: Sequence[WorkflowStep], limit: int | None
+    ) -> list[int]:
+        """Insert the jobs of a workflow's ``steps`` (none with a uniqueness rule) in the
+        caller's transaction; their ids, in order. A step with dependencies is ``waiting``
+        with ``pending`` = their number; the others are ``scheduled``."""
+        records = []
+        for step in steps:
+            record = new_record(step.job, limit)
+            pending = len(set(step.after))
+            record.status = JobStatus.WAITING if pending else JobStatus.SCHEDULED
+            record.workflow_id, record.step, record.run_if = workflow_id, step.name, step.run_if
+            record.pending = pending
+            records.append(record)
+        created = JobRecord.objects.using(self.alias).bulk_create(records, batch_size=5000)
+        return [int(r.pk) for r in created]
 
     def unique_transaction(self) -> AbstractContextManager[None]:
         """The transaction (a savepoint inside the caller's) of enqueues with a uniqueness
@@ -258,6 +281,16 @@ def encoded_row(job: EnqueuableJob, now: datetime, limit: int | None) -> tuple[A
         now,
         job.scheduled_at,
     )
+
+
+def encoded_step_row(
+    workflow_id: str, step: WorkflowStep, now: datetime, limit: int | None
+) -> tuple[Any, ...]:
+    """``encoded_row`` of a workflow step's job followed by the values of ``STEP_COLUMNS``."""
+    pending = len(set(step.after))
+    row = encoded_row(step.job, now, limit)
+    status = JobStatus.WAITING.value if pending else SCHEDULED
+    return (*row[:1], status, *row[2:], workflow_id, step.name, step.run_if, pending)
 
 
 def claim_sql(

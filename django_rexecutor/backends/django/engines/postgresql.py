@@ -16,8 +16,15 @@ from django.utils import timezone
 from ....exceptions import UniquenessConflict
 from ....models import JobErrorRecord, UniquenessLockRecord
 from ....notifiers.base import Notifier
-from ...values import EnqueuableJob
-from .base import INSERT_COLUMNS, JOB_TABLE, Engine, encoded_row
+from ...values import EnqueuableJob, WorkflowStep
+from .base import (
+    INSERT_COLUMNS,
+    JOB_TABLE,
+    STEP_COLUMNS,
+    Engine,
+    encoded_row,
+    encoded_step_row,
+)
 
 logger = logging.getLogger("django_rexecutor.backends")
 
@@ -29,6 +36,7 @@ RESERVE_IDS_SQL = (
     f"SELECT nextval(pg_get_serial_sequence('{JOB_TABLE}', 'id')) FROM generate_series(1, %s)"
 )
 COPY_SQL = f"COPY {JOB_TABLE} (id, {INSERT_COLUMNS}) FROM STDIN"
+COPY_STEPS_SQL = f"COPY {JOB_TABLE} (id, {INSERT_COLUMNS}, {STEP_COLUMNS}) FROM STDIN"
 _LOCK_TABLE = UniquenessLockRecord._meta.db_table
 #: Take the lock row of a uniqueness slot (see ``UniquenessLockRecord``).
 LOCK_SLOT_SQL = (
@@ -81,6 +89,19 @@ class PostgresEngine(Engine):
             with cursor.cursor.copy(COPY_SQL) as copy:
                 for job_id, job in zip(ids, jobs, strict=True):
                     copy.write_row((job_id, *encoded_row(job, now, limit)))
+        return ids
+
+    def insert_steps(
+        self, workflow_id: str, steps: Sequence[WorkflowStep], limit: int | None
+    ) -> list[int]:
+        """``insert_many``'s ``COPY`` with reserved ids, with the steps' workflow columns."""
+        now = timezone.now()
+        with self.atomic(), self.connection.cursor() as cursor:
+            cursor.execute(RESERVE_IDS_SQL, [len(steps)])
+            ids = sorted(row[0] for row in cursor.fetchall())
+            with cursor.cursor.copy(COPY_STEPS_SQL) as copy:
+                for job_id, step in zip(ids, steps, strict=True):
+                    copy.write_row((job_id, *encoded_step_row(workflow_id, step, now, limit)))
         return ids
 
     @contextlib.contextmanager
