@@ -231,7 +231,9 @@ class MySQLEngine(Engine):
                         f"SELECT id FROM {JOB_TABLE} WHERE id IN ({marks})"
                         f" AND (id, attempt, claimed_by) IN ({fence})"
                         f" AND status = '{_EXECUTING}' AND cancel_requested_at IS NULL"
-                        " FOR UPDATE",
+                        # Workflow steps release their dependents as they complete: the
+                        # backend completes those itself (as COMPLETE_SQL leaves them).
+                        " AND workflow_id IS NULL FOR UPDATE",
                         params,
                     )
                     ids = [int(row[0]) for row in cursor.fetchall()]
