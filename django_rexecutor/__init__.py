@@ -24,6 +24,7 @@ from .exceptions import (
 )
 from .executor import Executor
 from .job import Job, JobError, JobId
+from .limits import RateLimit
 from .outcomes import Cancel, Done, ExecutionError, Snooze
 from .query import Where
 from .status import JobStatus
@@ -56,6 +57,7 @@ __all__ = [
     "JobNotFound",
     "JobStatus",
     "PayloadTooLarge",
+    "RateLimit",
     "Replace",
     "RexecutorError",
     "Snooze",

@@ -15,6 +15,7 @@ from .backoff import to_timedelta
 from .conf import rexecutor_settings
 from .encoding import to_json_native
 from .job import JobId
+from .limits import partition_key, partition_paths
 from .middleware import enqueue_through
 from .uniqueness import UniquenessCriteria
 from .validation import check_aware, check_max_attempts, check_priority, check_tags
@@ -42,10 +43,13 @@ def job_from_options(
     if not _PLAIN_OPTIONS.issuperset(options):
         return None
     uniqueness = executor.uniqueness_criteria
+    data = to_json_native(options.get("data"), what="data")
+    metadata = to_json_native(options.get("metadata"), what="metadata")
+    paths = partition_paths(executor)
     return EnqueuableJob(
         executor=executor.name,
-        data=to_json_native(options.get("data"), what="data"),
-        metadata=to_json_native(options.get("metadata"), what="metadata"),
+        data=data,
+        metadata=metadata,
         max_attempts=check_max_attempts(options["max_attempts"])
         if "max_attempts" in options
         else executor.max_attempts,
@@ -53,6 +57,7 @@ def job_from_options(
         tags=tuple(check_tags(options["tags"])) if "tags" in options else (),
         priority=check_priority(options["priority"]) if "priority" in options else 0,
         uniqueness=None if uniqueness is None or uniqueness.disabled else uniqueness,
+        partition_key=partition_key(paths, data, metadata) if paths else "",
     )
 
 
@@ -156,6 +161,7 @@ class JobBuilder:
             tags=self.tags,
             priority=self.priority,
             uniqueness=None if uniqueness is None or uniqueness.disabled else uniqueness,
+            partition_key=partition_key(partition_paths(self.executor), self.data, self.metadata),
         )
 
     def enqueue(self, *, backend: Backend | None = None, using: str | None = None) -> JobId:

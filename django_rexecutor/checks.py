@@ -25,6 +25,7 @@ def register() -> None:
     checks.register(check_database, "django_rexecutor", checks.Tags.database)
     checks.register(check_pgtrigger, "django_rexecutor")
     checks.register(check_enqueue, "django_rexecutor")
+    checks.register(check_limits, "django_rexecutor")
     from .plugins.cron import check_cron
     from .plugins.pruner import check_pruner
 
@@ -351,4 +352,68 @@ def check_observability(app_configs: Sequence[Any] | None = None, **kwargs: Any)
                 "E041",
             )
         )
+    return errors
+
+
+def check_limits(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
+    """``REXECUTOR["LIMITS"]``: a dict of executor name → dict of known, valid limits."""
+    from . import registry
+    from .exceptions import ConfigurationError
+    from .limits import (
+        LIMIT_KEYS,
+        check_global_concurrency,
+        check_partition_by,
+        check_rate_limit,
+        setting_name,
+    )
+
+    raw = getattr(settings, "REXECUTOR", None)
+    if not isinstance(raw, dict) or raw.get("LIMITS") is None:
+        return []
+    limits = raw["LIMITS"]
+    if not isinstance(limits, dict):
+        return [
+            _error(
+                'REXECUTOR["LIMITS"] must be a dict of executor name → limits, '
+                f"got {type(limits).__name__}.",
+                "E401",
+            )
+        ]
+    known = registry.all_executors()
+    checkers = {
+        "global_concurrency": ("E403", check_global_concurrency),
+        "rate_limit": ("E404", check_rate_limit),
+        "partition_by": ("E405", check_partition_by),
+    }
+    errors: list[Any] = []
+    for name, entry in limits.items():
+        where = f'REXECUTOR["LIMITS"][{name!r}]'
+        if not isinstance(entry, dict):
+            errors.append(
+                _error(f"{where} must be a dict of limits, got {type(entry).__name__}.", "E401")
+            )
+            continue
+        unknown = sorted(set(entry) - set(LIMIT_KEYS))
+        if unknown:
+            errors.append(
+                _error(
+                    f"{where} has unknown key(s) {unknown}.",
+                    "E402",
+                    hint=f"Known keys: {', '.join(LIMIT_KEYS)}.",
+                )
+            )
+        for key, (id_, check) in checkers.items():
+            if key in entry:
+                try:
+                    check(entry[key], setting_name(str(name), key))
+                except ConfigurationError as exc:
+                    errors.append(_error(str(exc), id_))
+        if name not in known:
+            errors.append(
+                checks.Warning(
+                    f"{where} names no registered executor; it limits nothing.",
+                    hint=f"Registered executors: {', '.join(known) or 'none'}.",
+                    id="django_rexecutor.W401",
+                )
+            )
     return errors

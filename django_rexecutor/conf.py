@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     # A secret the Prometheus view also accepts as "Authorization: Bearer <token>" (None: staff
     # sessions only).
     "METRICS_TOKEN": None,
+    # Executor name -> {"global_concurrency", "rate_limit", "partition_by"}: overrides the
+    # executor's class attributes (see ``limits.py``).
+    "LIMITS": {},
 }
 
 
@@ -109,6 +112,11 @@ class Settings:
     def METRICS_TOKEN(self) -> str | None:
         value = self.get("METRICS_TOKEN")
         return None if value is None else str(value)
+
+    @property
+    def LIMITS(self) -> dict[str, Any]:
+        value = self.get("LIMITS")
+        return dict(value) if isinstance(value, dict) else {}
 
 
 rexecutor_settings = Settings()

@@ -20,6 +20,7 @@ from .backoff import DEFAULT_BACKOFF, BackoffStrategy
 from .builder import JobBuilder, job_from_options
 from .exceptions import ConfigurationError
 from .job import Job, JobId
+from .limits import RateLimit, limits_from
 from .middleware import enqueue_through
 from .outcomes import Outcome
 from .query import Query, Where, for_executor
@@ -48,6 +49,13 @@ class Executor:
     max_concurrency: ClassVar[int | None] = None
     uniqueness_criteria: ClassVar[UniquenessCriteria | None] = None
     backoff_strategy: ClassVar[BackoffStrategy] = DEFAULT_BACKOFF
+    #: Most jobs of this executor executing at once across all workers (None: no limit).
+    global_concurrency: ClassVar[int | None] = None
+    #: Most starts of this executor's jobs in any window (None: no limit).
+    rate_limit: ClassVar[RateLimit | None] = None
+    #: Paths (``"data.account_id"``, ``"metadata.key"``, or a tuple of them) whose values
+    #: split the limits: each distinct value gets its own.
+    partition_by: ClassVar[str | tuple[str, ...] | None] = None
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -64,6 +72,12 @@ class Executor:
                 f"{cls.__qualname__}.max_concurrency must be a positive int or None, "
                 f"got {cls.max_concurrency!r}."
             )
+        limits_from(
+            cls.global_concurrency,
+            cls.rate_limit,
+            cls.partition_by,
+            where=lambda key: f"{cls.__qualname__}.{key}",
+        )
         if "execute" not in {n for c in cls.__mro__[:-1] if c is not Executor for n in vars(c)}:
             raise ConfigurationError(f"{cls.__qualname__} must define execute(self, job).")
         registry.register(cls)
@@ -230,3 +244,30 @@ class Executor:
     @classmethod
     async def aupdate_job(cls, job: Job, *, backend: Backend | None = None) -> Job:
         return await resolve_backend(backend).aupdate_job(job, executor=cls.name)
+
+    # -- flow control --------------------------------------------------------------------
+    @classmethod
+    def pause(cls, *, backend: Backend | None = None) -> None:
+        """Pause this executor cluster-wide: running jobs finish, no worker claims its jobs
+        from its next claim on, until ``resume()``. Stored, so it survives restarts."""
+        resolve_backend(backend).pause_executors([cls.name])
+
+    @classmethod
+    async def apause(cls, *, backend: Backend | None = None) -> None:
+        await resolve_backend(backend).apause_executors([cls.name])
+
+    @classmethod
+    def resume(cls, *, backend: Backend | None = None) -> None:
+        resolve_backend(backend).resume_executors([cls.name])
+
+    @classmethod
+    async def aresume(cls, *, backend: Backend | None = None) -> None:
+        await resolve_backend(backend).aresume_executors([cls.name])
+
+    @classmethod
+    def is_paused(cls, *, backend: Backend | None = None) -> bool:
+        return cls.name in resolve_backend(backend).paused_executors()
+
+    @classmethod
+    async def ais_paused(cls, *, backend: Backend | None = None) -> bool:
+        return cls.name in await resolve_backend(backend).apaused_executors()

@@ -124,6 +124,11 @@ class JobRecord(models.Model):
     )
     #: How many of a waiting step's dependencies have not reached a final status yet.
     pending = models.IntegerField(_("unfinished dependencies"), default=0, db_default=0)
+    #: The job's flow-control partition (``limits.partition_key``), "" without ``partition_by``;
+    #: db_default for the raw insert paths of other versions.
+    partition_key = models.CharField(
+        _("partition"), max_length=64, blank=True, default="", db_default=""
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -316,3 +321,59 @@ class UniquenessLockRecord(models.Model):
 
     def __str__(self) -> str:
         return f"slot {self.slot}"
+
+
+class PausedExecutorRecord(models.Model):
+    """An executor paused cluster-wide: no claim takes its jobs while its row exists."""
+
+    executor = models.CharField(_("executor"), max_length=255, primary_key=True)
+    paused_at = models.DateTimeField(_("paused at"), default=timezone.now)
+
+    class Meta:
+        db_table = "rexecutor_paused_executor"
+        verbose_name = _("paused executor")
+        verbose_name_plural = _("paused executors")
+        permissions = [("pause_executor", _("Can pause and resume executors"))]
+
+    def __str__(self) -> str:
+        return self.executor
+
+
+class ExecutorLimitRecord(models.Model):
+    """The row claims of one limited executor lock (``SELECT … FOR UPDATE``) before they count
+    its running jobs and recent starts: they take its jobs one claim at a time, so the
+    counts they read stay true until they commit. Created on the first claim."""
+
+    executor = models.CharField(_("executor"), max_length=255, primary_key=True)
+
+    class Meta:
+        db_table = "rexecutor_executor_limit"
+        verbose_name = _("executor limit")
+        verbose_name_plural = _("executor limits")
+
+    def __str__(self) -> str:
+        return self.executor
+
+
+class JobStartRecord(models.Model):
+    """One start of a rate-limited executor's job, at its ``attempted_at``: what the rate limit
+    counts. Rows older than the executor's period are deleted by its next claim."""
+
+    id = models.BigAutoField(primary_key=True)
+    executor = models.CharField(_("executor"), max_length=255)
+    partition_key = models.CharField(_("partition"), max_length=64, blank=True, default="")
+    started_at = models.DateTimeField(_("started at"))
+
+    class Meta:
+        db_table = "rexecutor_job_start"
+        verbose_name = _("job start")
+        verbose_name_plural = _("job starts")
+        indexes = [
+            models.Index(
+                fields=["executor", "partition_key", "started_at"],
+                name="rexecutor_job_start_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.executor} @ {self.started_at}"

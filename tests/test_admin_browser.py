@@ -1,6 +1,7 @@
 """The admin in a real browser (headless Chromium through Selenium): log in, filter the job
 list, cancel jobs with the bulk action, read the message, switch to the dark theme, open the
-dashboard from the app index, find the chart and watch the panels refresh by themselves.
+dashboard from the app index, find the chart, watch the panels refresh by themselves, and pause
+and resume an executor from it.
 
 Screenshots of the dashboard and of a job's detail page are saved in ``artifacts/``; the
 README's copies in ``docs/images/`` are refreshed from them by hand (see docs/admin.md)."""
@@ -222,6 +223,15 @@ def test_operator_session_in_a_real_browser(browser: Any, live_server: Any) -> N
         timeout=25,
     )
     assert browser.execute_script("return window.rxMarker") == "same page"
+
+    # Pause an executor from the dashboard, then resume it.
+    control = "//form[input[@name='executor' and @value='late.arrival']]/button"
+    wait(browser, ec.element_to_be_clickable((By.XPATH, control))).click()
+    wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, "#rx-status-counts .rx-paused")))
+    assert DjangoBackend().paused_executors() == {"late.arrival"}
+    wait(browser, ec.element_to_be_clickable((By.XPATH, control))).click()
+    wait(browser, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "Resumed"))
+    assert DjangoBackend().paused_executors() == set()
 
 
 def test_the_workflow_page_in_a_real_browser(browser: Any, live_server: Any) -> None:

@@ -191,6 +191,7 @@ def test_defaults() -> None:
         "MAX_PAYLOAD_BYTES": 16 * 1024 * 1024,
         "MIDDLEWARE": [],
         "METRICS_TOKEN": None,
+        "LIMITS": {},
     }
     with override_settings(REXECUTOR={}):
         assert rexecutor_settings.CONCURRENCY == 10

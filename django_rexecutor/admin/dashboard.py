@@ -49,6 +49,8 @@ class ExecutorRow:
     counts: dict[str, int] = field(default_factory=dict)
     oldest_ready_at: dt.datetime | None = None
     lag: dt.timedelta | None = None
+    #: Paused cluster-wide (``Backend.paused_executors``): no worker claims its jobs.
+    paused: bool = False
 
     @property
     def lag_text(self) -> str:
@@ -251,6 +253,13 @@ def collect(alias: str) -> dict[str, Any]:
     """Everything the dashboard template shows."""
     now = timezone.now()
     executors, estimated = status_counts(alias, now)
+    paused = admin_backend(alias).paused_executors()
+    known = {row.name for row in executors}
+    executors = sorted(
+        [*executors, *(ExecutorRow(name) for name in paused - known)], key=lambda r: r.name
+    )
+    for row in executors:
+        row.paused = row.name in paused
     totals = ExecutorRow(_("All executors"))
     for row in executors:
         for status, n in row.counts.items():

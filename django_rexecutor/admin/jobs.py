@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery, TextField
@@ -15,6 +15,7 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
+    HttpResponseBadRequest,
     HttpResponseNotAllowed,
     HttpResponseRedirect,
 )
@@ -42,6 +43,9 @@ from .actions import (
 from .badges import badge, badge_css
 from .changelist import EstimatedCountPaginator, JobChangeList
 from .filters import ExecutorFilter, TagFilter, known_executors
+
+#: Who may pause and resume executors from the dashboard (``PausedExecutorRecord.Meta``).
+PAUSE_PERMISSION = "pause_executor"
 
 #: Search terms that are ids must fit a 64-bit primary key.
 MAX_ID = 2**63 - 1
@@ -106,7 +110,7 @@ _TIMES = (*(f"{name}_shown" for name in TIMESTAMP_FIELDS), "cancel_reason")
 #: Columns a row written by hand may hold unreadable values in: loaded as text and decoded
 #: one by one (``decoding``), so such a row shows its problem instead of failing the page.
 _STORED = (*TIMESTAMP_FIELDS, *JSON_FIELDS, "progress_at")
-_INTERNALS = ("claimed_by", "unique_key")
+_INTERNALS = ("claimed_by", "unique_key", "partition_key")
 #: The last progress the job's attempt reported (``Job.report_progress``).
 _PROGRESS = ("progress_bar", "progress_note", "progress_at_shown")
 #: A workflow step's workflow (linking to its page) and step name.
@@ -338,6 +342,11 @@ class JobRecordAdmin(admin.ModelAdmin):
                 name=f"{self.opts.app_label}_dashboard",
             ),
             path(
+                "dashboard/pause/",
+                wrap(self.pause_view),
+                name=f"{self.opts.app_label}_pause",
+            ),
+            path(
                 "workflow/<str:workflow_id>/",
                 wrap(self.workflow_view),
                 name=f"{self.opts.app_label}_workflow",
@@ -385,6 +394,7 @@ class JobRecordAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "title": _("Jobs dashboard"),
             "rx_badge_css": badge_css(),
+            "rx_can_pause": self.has_pause_permission(request),
             **dashboard.collect(self.get_queryset(request).db),
         }
         partial = request.GET.get("partial") == "1"
@@ -477,4 +487,31 @@ class JobRecordAdmin(admin.ModelAdmin):
                 args=[workflow_id],
                 current_app=self.admin_site.name,
             )
+        )
+
+    # -- pausing executors (dashboard) -------------------------------------------------------
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm(f"{self.opts.app_label}.{PAUSE_PERMISSION}"))
+
+    def pause_view(self, request: HttpRequest) -> HttpResponse:
+        return require_POST(self._pause)(request)
+
+    def _pause(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_pause_permission(request):
+            raise PermissionDenied
+        name = request.POST.get("executor", "")
+        action = request.POST.get("action")
+        if not name or action not in ("pause", "resume"):
+            return HttpResponseBadRequest("Give an executor and action=pause or action=resume.")
+        backend = admin_backend(self.get_queryset(request).db)
+        if action == "pause":
+            backend.pause_executors([name])
+            messages.success(
+                request, _("Paused %(name)s: no worker claims its jobs.") % {"name": name}
+            )
+        else:
+            backend.resume_executors([name])
+            messages.success(request, _("Resumed %(name)s.") % {"name": name})
+        return HttpResponseRedirect(
+            reverse(f"admin:{self.opts.app_label}_dashboard", current_app=self.admin_site.name)
         )

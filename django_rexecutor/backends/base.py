@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 
 from ..job import TRUNCATED, ErrorDetails, Job, JobId, storable_text
+from ..limits import Limits
 from ..query import Query
 from ..status import JobStatus
 from ..transitions import (
@@ -116,15 +117,29 @@ class Backend(ABC):
 
     # -- claiming (the worker side of rexecutor's subscribe_ready_jobs) --------------------
     @abstractmethod
-    def claim_jobs(self, worker_id: str, capacity: Mapping[str, int], limit: int) -> list[Job]:
+    def claim_jobs(
+        self,
+        worker_id: str,
+        capacity: Mapping[str, int],
+        limit: int,
+        *,
+        limits: Mapping[str, Limits] | None = None,
+    ) -> list[Job]:
         """Atomically move up to ``limit`` ready jobs to ``executing`` for ``worker_id`` and
         return them: at most ``capacity[name]`` jobs of each executor named there, most urgent
         first (priority, then ``scheduled_at``, then id). No job is ever handed to two
-        claimers. Each claimed job has ``attempt`` + 1, ``attempted_at`` and ``claimed_by``."""
+        claimers. Each claimed job has ``attempt`` + 1, ``attempted_at`` and ``claimed_by``.
+
+        Paused executors' jobs are never claimed. An executor in ``limits`` (``Limits``) gets
+        no more jobs than its ``global_concurrency`` minus its jobs executing anywhere, nor
+        than its ``rate_limit`` allows after the starts within its period, both per partition
+        (``EnqueuableJob.partition_key``) when it has ``partition_by``; however many claimers
+        race. Its jobs over a limit stay ready, their attempt unspent."""
 
     @abstractmethod
     def next_scheduled_at(self, executors: Collection[str]) -> datetime | None:
-        """When the earliest waiting (scheduled or retryable) job of ``executors`` is due."""
+        """When the earliest waiting (scheduled or retryable) job of ``executors`` is due
+        (paused executors' jobs left out: they are not due until resumed)."""
 
     def wait_for_jobs(self, executors: Collection[str], timeout: float) -> None:
         """Block up to ``timeout`` seconds or until a job of ``executors`` may be ready.
@@ -526,3 +541,26 @@ class Backend(ABC):
 
     async def acancel_workflow(self, workflow_id: str, reason: str) -> BulkResult:
         return await sync_to_async(self.cancel_workflow)(workflow_id, reason)
+
+    # -- flow control: pause and resume (cluster-wide, stored) ------------------------------
+    @abstractmethod
+    def pause_executors(self, names: Collection[str]) -> None:
+        """Pause ``names``: from the next claim on, no claimer takes their jobs (running ones
+        finish). Pausing a paused executor changes nothing."""
+
+    @abstractmethod
+    def resume_executors(self, names: Collection[str]) -> None:
+        """Resume ``names``; resuming one that is not paused changes nothing."""
+
+    @abstractmethod
+    def paused_executors(self) -> set[str]:
+        """The names of the paused executors."""
+
+    async def apause_executors(self, names: Collection[str]) -> None:
+        await sync_to_async(self.pause_executors)(names)
+
+    async def aresume_executors(self, names: Collection[str]) -> None:
+        await sync_to_async(self.resume_executors)(names)
+
+    async def apaused_executors(self) -> set[str]:
+        return await sync_to_async(self.paused_executors)()

@@ -25,6 +25,7 @@ from ..conf import rexecutor_settings
 from ..encoding import to_json_native
 from ..exceptions import JobNotFound
 from ..job import ErrorDetails, Job, JobError, JobId, storable_text
+from ..limits import Limits
 from ..notifiers.base import CANCEL_CHANNEL, JOBS_CHANNEL
 from ..query import Query
 from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
@@ -85,6 +86,10 @@ class InMemoryBackend(Backend):
     def __init__(self) -> None:
         self._jobs: dict[int, Job] = {}
         self._unique_keys: dict[int, str | None] = {}
+        self._partitions: dict[int, str] = {}
+        #: (executor, partition) → start times of rate-limited executors' jobs.
+        self._starts: dict[tuple[str, str], list[datetime]] = {}
+        self._paused: set[str] = set()
         self._cancel_reasons: dict[int, str] = {}
         self._workers: dict[str, WorkerInfo] = {}
         #: Cron ticks taken: (entry name, tick time) → job id.
@@ -103,6 +108,9 @@ class InMemoryBackend(Backend):
         with self._lock:
             self._jobs.clear()
             self._unique_keys.clear()
+            self._partitions.clear()
+            self._starts.clear()
+            self._paused.clear()
             self._workers.clear()
             self._ticks.clear()
             self._steps.clear()
@@ -166,6 +174,7 @@ class InMemoryBackend(Backend):
                 scheduled_at=job.scheduled_at,
             )
             self._unique_keys[job_id] = job.unique_key
+            self._partitions[job_id] = job.partition_key
             self._notify(stored)
             return JobId(job_id)
 
@@ -192,8 +201,16 @@ class InMemoryBackend(Backend):
             return [self.enqueue(j) for j in jobs]
 
     # -- claiming ------------------------------------------------------------------------
-    def claim_jobs(self, worker_id: str, capacity: Mapping[str, int], limit: int) -> list[Job]:
+    def claim_jobs(
+        self,
+        worker_id: str,
+        capacity: Mapping[str, int],
+        limit: int,
+        *,
+        limits: Mapping[str, Limits] | None = None,
+    ) -> list[Job]:
         now = timezone.now()
+        limits = {n: lim for n, lim in (limits or {}).items() if lim.active}
         with self._lock:
             ready = sorted(
                 (
@@ -202,9 +219,11 @@ class InMemoryBackend(Backend):
                     if j.status in READY_STATUSES
                     and j.scheduled_at <= now
                     and capacity.get(j.executor, 0) > 0
+                    and j.executor not in self._paused
                 ),
                 key=lambda j: (j.priority, j.scheduled_at, j.id),
             )
+            room = self._limit_room(limits, now)
             taken: dict[str, int] = {}
             claimed: list[Job] = []
             for job in ready:
@@ -212,6 +231,17 @@ class InMemoryBackend(Backend):
                     break
                 if taken.get(job.executor, 0) >= capacity[job.executor]:
                     continue
+                lim = limits.get(job.executor)
+                if lim is not None:
+                    slot = (
+                        job.executor,
+                        self._partitions.get(job.id, "") if lim.partition_by else "",
+                    )
+                    if room.setdefault(slot, lim.per_partition()) <= 0:
+                        continue
+                    room[slot] -= 1
+                    if lim.rate_limit is not None:
+                        self._starts.setdefault(slot, []).append(now)
                 taken[job.executor] = taken.get(job.executor, 0) + 1
                 job.status = JobStatus.EXECUTING
                 job.attempt += 1
@@ -221,12 +251,42 @@ class InMemoryBackend(Backend):
                 claimed.append(self._copy(job))
             return claimed
 
+    def _limit_room(
+        self, limits: Mapping[str, Limits], now: datetime
+    ) -> dict[tuple[str, str], int]:
+        """How many more jobs each (executor, partition) with running jobs or recent starts
+        may start now; the others may start ``Limits.per_partition()``."""
+        room: dict[tuple[str, str], int] = {}
+
+        def key(job: Job, lim: Limits) -> tuple[str, str]:
+            return (job.executor, self._partitions.get(job.id, "") if lim.partition_by else "")
+
+        running: dict[tuple[str, str], int] = {}
+        for j in self._jobs.values():
+            lim = limits.get(j.executor)
+            if lim is not None and j.status == JobStatus.EXECUTING:
+                running[key(j, lim)] = running.get(key(j, lim), 0) + 1
+        for slot, n in running.items():
+            lim = limits[slot[0]]
+            if lim.global_concurrency is not None:
+                room[slot] = min(lim.per_partition(), lim.global_concurrency - n)
+        for slot, times in list(self._starts.items()):
+            lim = limits.get(slot[0])
+            if lim is None or lim.rate_limit is None:
+                continue
+            times[:] = [t for t in times if t > now - lim.rate_limit.period]
+            left = lim.rate_limit.allowed - len(times)
+            room[slot] = min(room.get(slot, lim.per_partition()), left)
+        return room
+
     def next_scheduled_at(self, executors: Collection[str]) -> datetime | None:
         with self._lock:
             times = [
                 j.scheduled_at
                 for j in self._jobs.values()
-                if j.status in READY_STATUSES and j.executor in executors
+                if j.status in READY_STATUSES
+                and j.executor in executors
+                and j.executor not in self._paused
             ]
         return min(times, default=None)
 
@@ -670,3 +730,17 @@ class InMemoryBackend(Backend):
                 or (cutoff is not None and (j.finished_at or cutoff) >= cutoff)
             )
         }
+
+    # -- flow control ----------------------------------------------------------------------
+    def pause_executors(self, names: Collection[str]) -> None:
+        with self._lock:
+            self._paused.update(names)
+
+    def resume_executors(self, names: Collection[str]) -> None:
+        with self._lock:
+            self._paused.difference_update(names)
+            self._changed.notify_all()
+
+    def paused_executors(self) -> set[str]:
+        with self._lock:
+            return set(self._paused)

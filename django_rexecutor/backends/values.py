@@ -25,6 +25,8 @@ class EnqueuableJob:
     tags: tuple[str, ...] = ()
     priority: int = 0
     uniqueness: UniquenessCriteria | None = None
+    #: The job's partition (``limits.partition_key``) when its executor has ``partition_by``.
+    partition_key: str = ""
 
     @property
     def unique_key(self) -> str | None:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_rexecutor', '0006_job_progress'),
+        ('django_rexecutor', '0007_flow_control'),
     ]
 
     operations = [

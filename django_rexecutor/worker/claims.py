@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 
 from ..backends.base import Backend
 from ..exceptions import BackendError
+from ..limits import Limits
 from .acks import ResultQueue
 from .attempts import RunningAttempts
 from .connections import DB_ERRORS
@@ -36,6 +38,7 @@ class Claimer:
         wakeups: Wakeups,
         *,
         rescue_after: timedelta,
+        limits: Mapping[str, Limits] | None = None,
     ) -> None:
         self.backend = backend
         self.worker_id = worker_id
@@ -43,6 +46,8 @@ class Claimer:
         self.results = results
         self.wakeups = wakeups
         self.rescue_after = rescue_after
+        #: Limited executors' limits, which the backend enforces as it claims.
+        self.limits = dict(limits or {})
         #: A claim failed and may have committed unseen: give such jobs back before claiming.
         self.unseen = False
         #: Told of every claim round trip (``worker.metrics``); set by the worker.
@@ -64,7 +69,10 @@ class Claimer:
         limit = min(free, sum(capacity.values()))
         started = time.monotonic()
         try:
-            jobs = self.backend.claim_jobs(self.worker_id, capacity, limit)
+            if self.limits:
+                jobs = self.backend.claim_jobs(self.worker_id, capacity, limit, limits=self.limits)
+            else:
+                jobs = self.backend.claim_jobs(self.worker_id, capacity, limit)
         except Exception as exc:
             # The claim may have committed without our seeing its rows: those jobs never
             # started, so before claiming again we give them back, their attempt unused.

@@ -38,6 +38,7 @@ class Wakeups:
         poll_interval: float,
         wake: threading.Event,
         on_cancel: Callable[[], None],
+        limited: Collection[str] = (),
     ) -> None:
         self.backend = backend
         self.executors = list(executors)
@@ -46,6 +47,10 @@ class Wakeups:
         self.poll_interval = poll_interval
         self._wake = wake
         self._on_cancel = on_cancel
+        #: Executors whose due jobs may be held back by a limit: their due times cannot
+        #: bring the next wake-up forward (that would spin while the limit holds), so a
+        #: freed slot or window is seen at the next poll.
+        self.limited = frozenset(limited)
         self._hungry = threading.Event()
         self._hungry_for: list[str] = []
         self._closing = threading.Event()
@@ -116,7 +121,8 @@ class Wakeups:
                     # ``close`` sets ``_closing`` before ``_recheck``: whichever of the two the
                     # clear above missed, no wait starts once the worker shuts down.
                     break
-                due = self.backend.next_scheduled_at(names)
+                unlimited = [n for n in names if n not in self.limited]
+                due = self.backend.next_scheduled_at(unlimited) if unlimited else None
                 if due is not None:
                     timeout = min(timeout, (due - self.clock.now()).total_seconds())
                 if self._subscribed:

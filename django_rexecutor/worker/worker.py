@@ -31,6 +31,7 @@ from ..backends import get_backend
 from ..backends.base import Backend, Claim
 from ..conf import rexecutor_settings
 from ..exceptions import ConfigurationError
+from ..limits import limits_of
 from ..logfields import set_process_worker
 from ..middleware import chain as middleware_chain
 from .acks import ResultQueue
@@ -124,6 +125,10 @@ class Worker:
             wake=self._wake,
         )
         self.results = ResultQueue(self.backend, self.clock, self.stats)
+        #: The executors whose claims count (``global_concurrency``, ``rate_limit``).
+        self.flow_limits = {
+            name: lim for name, cls in self.executors.items() if (lim := limits_of(cls)).active
+        }
         self.wakeups = Wakeups(
             self.backend,
             self.executors,
@@ -131,6 +136,7 @@ class Worker:
             poll_interval=self.poll_interval,
             wake=self._wake,
             on_cancel=self.attempts.check_cancels_now,
+            limited=self.flow_limits,
         )
         self.claims = Claimer(
             self.backend,
@@ -139,6 +145,7 @@ class Worker:
             self.results,
             self.wakeups,
             rescue_after=self.rescue_after,
+            limits=self.flow_limits,
         )
         self._signals = 0
         self._stop_deadline: float | None = None

@@ -20,6 +20,7 @@ from django_rexecutor import (
     ExecutionError,
     Executor,
     Job,
+    RateLimit,
     Snooze,
     UniquenessCriteria,
 )
@@ -308,3 +309,37 @@ class WorkflowStepEffect(Executor):
             job_id=job.id, attempt=job.attempt, label=f"end:{step}", worker=job.claimed_by or ""
         )
         return Done(result={"step": step, "value": data.get("value"), "upstream": upstream})
+
+
+# -- flow control (tests/test_flow_control_workers.py) ----------------------------------------
+class FlowRecord(Executor, abstract=True):
+    """Appends ``start <id> <time>`` and ``end <id> <time>`` to ``data["path"]`` around
+    ``data["seconds"]`` of work: each job's own record of when it ran."""
+
+    def execute(self, job: Job) -> None:
+        path = job.data["path"]
+        with open(path, "a") as out:
+            out.write(f"start {job.id} {time.time():.4f} {job.data.get('account', '')}\n")
+        time.sleep(job.data.get("seconds", 0))
+        with open(path, "a") as out:
+            out.write(f"end {job.id} {time.time():.4f} {job.data.get('account', '')}\n")
+
+
+class FlowGlobal(FlowRecord):
+    name = "test.flow_global"
+    global_concurrency = 2
+
+
+class FlowRate(FlowRecord):
+    name = "test.flow_rate"
+    rate_limit = RateLimit(allowed=3, period=timedelta(seconds=2))
+
+
+class FlowPartition(FlowRecord):
+    name = "test.flow_partition"
+    global_concurrency = 1
+    partition_by = "data.account"
+
+
+class FlowPaused(FlowRecord):
+    name = "test.flow_paused"

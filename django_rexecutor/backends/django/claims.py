@@ -19,22 +19,42 @@ from django.db.models.functions import Now
 
 from ...exceptions import JobNotFound
 from ...job import ErrorDetails, Job
+from ...limits import Limits
 from ...status import TERMINAL_STATUSES, ErrorType, JobStatus
 from ...transitions import finish_changes, running_cancel_error, snoozed_status
 from ..values import Claim
 from .dependencies import release
+from .flow import FlowControl, limited
 from .reading import Reading
 from .rows import job_from_row, unreadable_message
 
 logger = logging.getLogger("django_rexecutor.backends")
 
 
-class Claiming(Reading):
-    def claim_jobs(self, worker_id: str, capacity: Mapping[str, int], limit: int) -> list[Job]:
+class Claiming(FlowControl, Reading):
+    def claim_jobs(
+        self,
+        worker_id: str,
+        capacity: Mapping[str, int],
+        limit: int,
+        *,
+        limits: Mapping[str, Limits] | None = None,
+    ) -> list[Job]:
         wanted = {name: min(n, limit) for name, n in capacity.items() if n > 0}
         if limit <= 0 or not wanted:
             return []
-        rows = self.engine.claim(worker_id, wanted, limit)
+        rows: list[Any] = []
+        # Limited executors first, each in its own short transaction (see ``flow``); the
+        # others in the engine's one statement, with the slots left.
+        for name, lim in limited(wanted, limits).items():
+            del wanted[name]
+            if len(rows) < limit and self.has_due_jobs(name):
+                rows += self.claim_limited(
+                    worker_id, name, min(capacity[name], limit - len(rows)), lim
+                )
+        if wanted and len(rows) < limit:
+            left = limit - len(rows)
+            rows += self.engine.claim(worker_id, {n: min(w, left) for n, w in wanted.items()}, left)
         with_errors = [row[0] for row in rows if row[-1]]
         errors = self._errors_of(with_errors) if with_errors else {}
         connection = connections[self.alias]

@@ -12,7 +12,7 @@ from django.db.models import DateTimeField, Min, TextField, Value
 from django.db.models.functions import Cast, Greatest, Least
 
 from ...job import Job, JobError
-from ...models import JSON_FIELDS, TIMESTAMP_FIELDS
+from ...models import JSON_FIELDS, TIMESTAMP_FIELDS, PausedExecutorRecord
 from ...query import Query
 from ...status import READY_STATUSES
 from .base import DjangoBase
@@ -92,7 +92,9 @@ class Reading(DjangoBase):
         # Clamped to the times Python can represent: a row scheduled at ``-infinity`` is due
         # (the claim takes and discards it), one at ``infinity`` never is.
         due = Least(Greatest("scheduled_at", Value(EARLIEST)), Value(LATEST))
-        result = self.jobs.filter(status__in=READY, executor__in=list(executors)).aggregate(
+        paused = PausedExecutorRecord.objects.using(self.alias).values("executor")
+        waiting = self.jobs.filter(status__in=READY, executor__in=list(executors))
+        result = waiting.exclude(executor__in=paused).aggregate(
             at=Min(due, output_field=DateTimeField())
         )
         return result["at"]

@@ -34,6 +34,7 @@ from .changes import ChangeConformance
 from .claims import ClaimConformance
 from .cron import CronConformance
 from .enqueue import EnqueueConformance
+from .limits import LimitConformance
 from .locks import LockConformance
 from .notifications import NotificationConformance
 from .observability import ObservabilityConformance
@@ -54,6 +55,7 @@ __all__ = [
     "ConformanceBase",
     "CronConformance",
     "EnqueueConformance",
+    "LimitConformance",
     "LockConformance",
     "NotificationConformance",
     "ObservabilityConformance",
@@ -78,6 +80,7 @@ class BackendConformanceTests(
     LockConformance,
     ObservabilityConformance,
     WorkflowConformance,
+    LimitConformance,
 ):
     """Every part of the suite; a subclass named ``Test…`` implements ``make_backend`` and
     ``delete_behind_the_backend``."""

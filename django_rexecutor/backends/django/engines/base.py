@@ -26,7 +26,7 @@ from django.db.models.sql import Query
 from django.utils import timezone
 
 from ....encoding import to_json
-from ....models import JobErrorRecord, JobRecord
+from ....models import JobErrorRecord, JobRecord, PausedExecutorRecord
 from ....notifiers.base import Notifier
 from ....notifiers.local import LocalNotifier
 from ....status import READY_STATUSES, JobStatus
@@ -41,7 +41,7 @@ SCHEDULED = JobStatus.SCHEDULED.value
 #: of ``encoded_row``.
 INSERT_COLUMNS = (
     "executor, status, data, metadata, attempt, max_attempts, priority, tags, unique_key,"
-    " inserted_at, scheduled_at"
+    " inserted_at, scheduled_at, partition_key"
 )
 #: What a claim returns: a job's columns, and whether the job has an error history, so that
 #: the history is fetched only for jobs that have one (usually none).
@@ -67,6 +67,10 @@ COMPLETE_SQL = (
 #: Columns a workflow step's row sets besides ``INSERT_COLUMNS``, in the order of
 #: ``encoded_step_row``.
 STEP_COLUMNS = "workflow_id, step, run_if, pending"
+#: The claim skips paused executors' jobs (a tiny table: one anti-join probe per claim).
+NOT_PAUSED_SQL = (
+    f" AND executor NOT IN (SELECT executor FROM {PausedExecutorRecord._meta.db_table})"
+)
 #: Claims per completion statement (3 parameters each: under SQLite's variable limit).
 FENCE_CHUNK = 250
 _NOW_SQL: dict[str, str] = {}
@@ -166,6 +170,20 @@ class Engine(ABC):
             cursor.execute(sql, params)
             return cursor.fetchall()
 
+    def claim_ids(self, worker_id: str, ids: Sequence[int]) -> list[Any]:
+        """Claim the jobs ``ids`` (chosen by a limited executor's claim, in its transaction)
+        that are still ready, for ``worker_id``; their rows as ``CLAIM_RETURNING`` lists
+        them. Runs in the caller's transaction."""
+        if not ids:
+            return []
+        ready = ", ".join(f"'{s}'" for s in READY)
+        update = CLAIM_UPDATE_SQL.format(attempted_at=self.attempted_at_sql)
+        marks = ", ".join(["%s"] * len(ids))
+        sql = f"{update} WHERE id IN ({marks}) AND status IN ({ready}) RETURNING {CLAIM_RETURNING}"
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, [worker_id, *ids])
+            return cursor.fetchall()
+
     def complete(self, claims: Sequence[Claim]) -> set[int]:
         """Mark the jobs of ``claims`` complete where each is still executing under its claim
         and no cancel was requested; the ids written."""
@@ -257,6 +275,7 @@ def new_record(job: EnqueuableJob, limit: int | None) -> JobRecord:
         scheduled_at=job.scheduled_at,
         inserted_at=timezone.now(),
         unique_key=job.unique_key,
+        partition_key=job.partition_key,
     )
 
 
@@ -280,6 +299,7 @@ def encoded_row(job: EnqueuableJob, now: datetime, limit: int | None) -> tuple[A
         job.unique_key,
         now,
         job.scheduled_at,
+        job.partition_key,
     )
 
 
@@ -305,7 +325,12 @@ def claim_sql(
 
 
 def claim_candidates_sql(
-    engine: Engine, wanted: Mapping[str, int], limit: int
+    engine: Engine,
+    wanted: Mapping[str, int],
+    limit: int,
+    *,
+    skip_partitions: Collection[str] = (),
+    columns: str = "id",
 ) -> tuple[str, list[Any]]:
     """The ``SELECT id …`` of the jobs a claim takes: up to ``limit`` ready jobs, at most
     ``wanted[name]`` of each executor, most urgent first across all executors (priority,
@@ -315,7 +340,12 @@ def claim_candidates_sql(
     single indexed select). Each executor with a smaller capacity gets its own sub-select
     limited to it; the union holds every job the claim may take, and the outer ``ORDER BY``
     picks the most urgent of them. Each sub-select ends with the engine's
-    ``claim_lock_sql`` (and names the table with its ``claim_index_hint``)."""
+    ``claim_lock_sql`` (and names the table with its ``claim_index_hint``). Paused
+    executors' jobs are never selected.
+
+    A limited executor's claim (``claim_limited``) selects its jobs alone (one executor),
+    without the partitions in ``skip_partitions`` (those at their limit), and may select
+    more ``columns`` than the id."""
     cutoff = engine.due_sql
     lock = engine.claim_lock_sql
     ready = ", ".join(f"'{s}'" for s in READY)
@@ -325,12 +355,17 @@ def claim_candidates_sql(
         f"FROM {JOB_TABLE}{engine.claim_index_hint} WHERE status IN ({ready})"
         f" AND scheduled_at <= {cutoff}"
     )
-    order = "ORDER BY priority, scheduled_at, id"
+    due += NOT_PAUSED_SQL
+    due_params: list[Any] = []
+    if skip_partitions:
+        due += f" AND partition_key NOT IN ({', '.join(['%s'] * len(skip_partitions))})"
+        due_params += sorted(skip_partitions)
     params: list[Any] = []
+    order = "ORDER BY priority, scheduled_at, id"
     if not capped:
         marks = ", ".join(["%s"] * len(shared))
-        candidates = f"SELECT id {due} AND executor IN ({marks}) {order} LIMIT %s{lock}"
-        params += [*shared, limit]
+        candidates = f"SELECT {columns} {due} AND executor IN ({marks}) {order} LIMIT %s{lock}"
+        params += [*due_params, *shared, limit]
     else:
         selects: list[str] = []
         groups = [(shared, limit)] if shared else []
@@ -341,7 +376,7 @@ def claim_candidates_sql(
                 f"SELECT * FROM (SELECT id, priority, scheduled_at {due}"
                 f" AND executor IN ({marks}) {order} LIMIT %s{lock}) AS c{len(selects)}"
             )
-            params += [*names, n]
+            params += [*due_params, *names, n]
         union = " UNION ALL ".join(selects)
         candidates = f"SELECT id FROM ({union}) AS candidates {order} LIMIT %s"
         params.append(limit)

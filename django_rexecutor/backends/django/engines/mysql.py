@@ -33,6 +33,7 @@ from .base import (
     CLAIM_UPDATE_SQL,
     INSERT_COLUMNS,
     JOB_TABLE,
+    READY,
     Engine,
     claim_candidates_sql,
     encoded_row,
@@ -42,9 +43,10 @@ logger = logging.getLogger("django_rexecutor.backends")
 
 _NOW = "UTC_TIMESTAMP(6)"
 _EXECUTING = "executing"
+_READY = ", ".join(f"'{s}'" for s in READY)
 #: The claim's row list: MySQL casts to ``CHAR``, not ``TEXT``.
 _RETURNING = CLAIM_RETURNING.replace(" AS text)", " AS char)")
-_ONE_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_ONE_ROW = "(" + ", ".join(["%s"] * len(INSERT_COLUMNS.split(","))) + ")"
 INSERT_SQL = f"INSERT INTO {JOB_TABLE} ({INSERT_COLUMNS}) VALUES "
 #: Rows per multi-row ``INSERT`` of ``insert_many`` (and a byte budget below the server's
 #: default 16 MB ``max_allowed_packet``).
@@ -202,17 +204,36 @@ class MySQLEngine(Engine):
             with self._transaction(cursor):
                 cursor.execute(candidates, params)
                 ids = [row[0] for row in cursor.fetchall()]
-                if not ids:
-                    return []
-                marks = ", ".join(["%s"] * len(ids))
-                update = CLAIM_UPDATE_SQL.format(attempted_at=self.attempted_at_sql)
-                cursor.execute(f"{update} WHERE id IN ({marks})", [worker_id, *ids])
-                cursor.execute(
-                    f"SELECT {_RETURNING} FROM {JOB_TABLE} WHERE id IN ({marks})"
-                    " ORDER BY priority, scheduled_at, id",
-                    ids,
-                )
-                return list(cursor.fetchall())
+                return self._take(cursor, worker_id, ids) if ids else []
+
+    def claim_ids(self, worker_id: str, ids: Sequence[int]) -> list[Any]:
+        """``Engine.claim_ids`` without ``RETURNING``, in the caller's transaction: lock the
+        jobs among ``ids`` still ready, update exactly those, read them back."""
+        if not ids:
+            return []
+        marks = ", ".join(["%s"] * len(ids))
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {JOB_TABLE} WHERE id IN ({marks}) AND status IN ({_READY})"
+                " FOR UPDATE",
+                list(ids),
+            )
+            taken = [int(row[0]) for row in cursor.fetchall()]
+            if not taken:
+                return []
+            return self._take(cursor, worker_id, taken)
+
+    def _take(self, cursor: Any, worker_id: str, ids: Sequence[int]) -> list[Any]:
+        """Make the locked ready jobs ``ids`` executing under ``worker_id``; their rows."""
+        marks = ", ".join(["%s"] * len(ids))
+        update = CLAIM_UPDATE_SQL.format(attempted_at=self.attempted_at_sql)
+        cursor.execute(f"{update} WHERE id IN ({marks})", [worker_id, *ids])
+        cursor.execute(
+            f"SELECT {_RETURNING} FROM {JOB_TABLE} WHERE id IN ({marks})"
+            " ORDER BY priority, scheduled_at, id",
+            list(ids),
+        )
+        return list(cursor.fetchall())
 
     def complete(self, claims: Sequence[Claim]) -> set[int]:
         """Per chunk, one transaction: lock the jobs still executing under their claims with

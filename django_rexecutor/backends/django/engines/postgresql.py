@@ -30,7 +30,7 @@ logger = logging.getLogger("django_rexecutor.backends")
 
 INSERT_SQL = (
     f"INSERT INTO {JOB_TABLE} ({INSERT_COLUMNS})"
-    " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s::jsonb, %s, %s, %s) RETURNING id"
+    " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s::jsonb, %s, %s, %s, %s) RETURNING id"
 )
 RESERVE_IDS_SQL = (
     f"SELECT nextval(pg_get_serial_sequence('{JOB_TABLE}', 'id')) FROM generate_series(1, %s)"
