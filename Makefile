@@ -13,25 +13,31 @@ PG_HOST ?= 127.0.0.1
 PG_PORT ?= 5432
 PG_DB ?= rexecutor
 PG_URL ?= postgres://postgres@$(PG_HOST):$(PG_PORT)/$(PG_DB)
+MYSQL_HOST ?= 127.0.0.1
+MYSQL_PORT ?= 3306
+MYSQL_DB ?= rexecutor
+MYSQL_URL ?= mysql://root@$(MYSQL_HOST):$(MYSQL_PORT)/$(MYSQL_DB)
 
 # SQLite runs must not pick up a DATABASE_URL from the caller's shell.
 SQLITE_ENV := env -u DATABASE_URL
 POSTGRES_ENV := env DATABASE_URL=$(PG_URL)
+MYSQL_ENV := env DATABASE_URL=$(MYSQL_URL)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-sqlite test-postgres postgres lint migrations-check bench chaos chaos-full clean
+.PHONY: help venv demo test test-sqlite test-postgres test-mariadb postgres mariadb lint migrations-check bench chaos chaos-full clean
 
 help:
 	@echo "make demo              migrate the SQLite test project and run the demo"
-	@echo "make test              run the test suite on SQLite, then on PostgreSQL"
+	@echo "make test              run the test suite on SQLite, then PostgreSQL, then MariaDB"
 	@echo "make test-sqlite       ... on SQLite only"
 	@echo "make test-postgres     ... on PostgreSQL only (started if it is not running)"
+	@echo "make test-mariadb      ... on MariaDB only (started if it is not running)"
 	@echo "make lint              ruff check, ruff format --check, mypy"
 	@echo "make migrations-check  fail if a model change has no migration"
-	@echo "make bench             run the benchmark against PostgreSQL"
+	@echo "make bench             run the benchmark against PostgreSQL (and MariaDB)"
 	@echo "make chaos             the chaos suite, bounded (own PostgreSQL cluster and PgBouncer)"
 	@echo "make chaos-full        the chaos suite at the sizes docs/reliability.md reports"
-	@echo "Variables: VENV=$(VENV) PYTEST_ARGS='...' PG_URL=$(PG_URL)"
+	@echo "Variables: VENV=$(VENV) PYTEST_ARGS='...' PG_URL=$(PG_URL) MYSQL_URL=$(MYSQL_URL)"
 
 venv: $(STAMP)
 
@@ -64,18 +70,34 @@ postgres:
 		"SELECT 1 FROM pg_database WHERE datname = '$(PG_DB)'" | grep -q 1 \
 		|| createdb -h $(PG_HOST) -p $(PG_PORT) -U postgres $(PG_DB)
 
+# Starts the local MariaDB server if it does not answer, and creates the development database
+# (the test suite creates its own).
+mariadb:
+	@if ! mysqladmin ping -h$(MYSQL_HOST) -P$(MYSQL_PORT) -uroot >/dev/null 2>&1; then \
+		echo "Starting MariaDB"; \
+		start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd; \
+		for i in $$(seq 60); do mysqladmin ping -h$(MYSQL_HOST) -P$(MYSQL_PORT) -uroot >/dev/null 2>&1 && break; sleep 1; done; \
+		mysqladmin ping -h$(MYSQL_HOST) -P$(MYSQL_PORT) -uroot || { echo "MariaDB is not reachable" >&2; exit 1; }; \
+	fi
+	@mysql -h$(MYSQL_HOST) -P$(MYSQL_PORT) -uroot -e \
+		"CREATE DATABASE IF NOT EXISTS \`$(MYSQL_DB)\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+
 demo: venv
 	$(SQLITE_ENV) $(MANAGE) migrate --noinput
 	$(SQLITE_ENV) $(MANAGE) rexecutor_demo
 
 # pytest exits non-zero when it collects no test (status 5); that fails the target, as it should.
-test: test-sqlite test-postgres
+test: test-sqlite test-postgres test-mariadb
 
 test-sqlite: venv
 	$(SQLITE_ENV) $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test-postgres: venv postgres
 	$(POSTGRES_ENV) $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The PostgreSQL server-restart tests never run here: they restart PostgreSQL, not MariaDB.
+test-mariadb: venv mariadb
+	$(MYSQL_ENV) $(PYTHON) -m pytest --ignore=tests/test_worker_postgres_restarts.py $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -85,8 +107,8 @@ lint: venv
 migrations-check: venv
 	$(SQLITE_ENV) $(MANAGE) makemigrations --check --dry-run
 
-bench: venv postgres
-	$(POSTGRES_ENV) $(PYTHON) tests/benchmarks/bench.py $(BENCH_ARGS)
+bench: venv postgres mariadb
+	$(POSTGRES_ENV) $(PYTHON) tests/benchmarks/bench.py --mysql-url $(MYSQL_URL) $(BENCH_ARGS)
 
 # The chaos suite starts its own PostgreSQL cluster (CHAOS_PG_PORT, default 5433) and PgBouncer
 # (CHAOS_PGBOUNCER_PORT, default 6433); it never restarts or kills backends of the one above.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from .conf import DEFAULTS
@@ -29,6 +31,8 @@ def register() -> None:
 
     checks.register(check_cron, "django_rexecutor")
     checks.register(check_pruner, "django_rexecutor")
+    checks.register(check_mysql_client, "django_rexecutor")
+    checks.register(check_mysql, "django_rexecutor", checks.Tags.database)
     checks.register(check_observability, "django_rexecutor")
 
 
@@ -136,7 +140,7 @@ def check_pgtrigger(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> 
     alias = rexecutor_settings.DATABASE
     if alias not in settings.DATABASES:
         return []
-    if connections[alias].vendor == "postgresql" and not apps.is_installed("pgtrigger"):
+    if _vendor(alias) == "postgresql" and not apps.is_installed("pgtrigger"):
         return [
             _error(
                 "django_rexecutor on PostgreSQL needs django-pgtrigger: its trigger wakes "
@@ -152,7 +156,7 @@ def check_pgtrigger(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> 
 def check_enqueue(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
     """Settings and databases under which enqueue cannot keep its promises."""
     from .backends import _load
-    from .backends.django.engines import ENGINES
+    from .backends.django.engines import ENGINES, vendor_list
     from .conf import rexecutor_settings
     from .exceptions import ConfigurationError
 
@@ -176,16 +180,135 @@ def check_enqueue(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> li
         uses_database = False  # reported as E006
     alias = rexecutor_settings.DATABASE
     if uses_database and alias in settings.DATABASES:
-        vendor = connections[alias].vendor
-        if vendor not in ENGINES:
+        vendor = _vendor(alias)
+        if vendor is not None and vendor not in ENGINES:
             errors.append(
                 _error(
                     f"The job database {alias!r} is {vendor}: the Django backend has an "
-                    f"engine (safe claims, uniqueness rules) only for {' and '.join(sorted(ENGINES))}.",
+                    f"engine (safe claims, uniqueness rules) only for {vendor_list()}.",
                     "E030",
                     hint="Point REXECUTOR['DATABASE'] at an alias of one of those databases.",
                 )
             )
+    return errors
+
+
+# -- MariaDB and MySQL ---------------------------------------------------------------------
+#: The first versions with ``SELECT … FOR UPDATE SKIP LOCKED``, which the claim is built on.
+MIN_MARIADB = (10, 6)
+MIN_MYSQL = (8, 0)
+_MYSQL_EXTRA = 'pip install "django-rexecutor[mysql]"'
+
+
+def _vendor(alias: str) -> str | None:
+    """The alias's ``connection.vendor``; ``None`` when its driver cannot be loaded
+    (``check_mysql_client`` reports the missing MySQL one)."""
+    try:
+        return str(connections[alias].vendor)
+    except ImproperlyConfigured:
+        return None
+
+
+def _is_mysql_alias(alias: str) -> bool:
+    engine = str(settings.DATABASES.get(alias, {}).get("ENGINE", ""))
+    return engine.endswith(".mysql") or ".mysql." in engine
+
+
+def missing_mysql_client() -> checks.Error | None:
+    """E050: the job database is MariaDB/MySQL but its client library is not installed."""
+    from .conf import rexecutor_settings
+
+    alias = rexecutor_settings.DATABASE
+    if not _is_mysql_alias(alias) or importlib.util.find_spec("MySQLdb") is not None:
+        return None
+    return _error(
+        f"The job database {alias!r} is MariaDB/MySQL, but its client library "
+        "(mysqlclient, the MySQLdb module) is not installed.",
+        "E050",
+        hint=f"Install the extra: {_MYSQL_EXTRA} (it builds against the MySQL/MariaDB "
+        "client headers: default-libmysqlclient-dev and pkg-config on Debian/Ubuntu).",
+    )
+
+
+def check_mysql_client(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[Any]:
+    """E050 as a system check (for a job database other than the one Django opens at start-up:
+    for that one, ``RexecutorConfig`` raises it before Django fails to load the driver)."""
+    error = missing_mysql_client()
+    return [] if error is None else [error]
+
+
+def check_mysql(
+    app_configs: Sequence[Any] | None = None, databases: Sequence[str] | None = None, **kw: Any
+) -> list[Any]:
+    """E051–E053 on the job database, when it is MariaDB/MySQL and the checks may query it
+    (``manage.py check --database``, ``migrate``)."""
+    from .conf import rexecutor_settings
+
+    alias = rexecutor_settings.DATABASE
+    if not databases or alias not in databases or _vendor(alias) != "mysql":
+        return []
+    connection: Any = connections[alias]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ENGINE FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+            ["rexecutor_job"],
+        )
+        row = cursor.fetchone()
+        cursor.execute("SELECT TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), NOW())")
+        offset = int(cursor.fetchone()[0])
+    return mysql_problems(
+        alias,
+        mariadb=bool(connection.mysql_is_mariadb),
+        version=tuple(connection.mysql_version),
+        table_engine=row[0] if row else None,
+        utc_offset=offset,
+    )
+
+
+def mysql_problems(
+    alias: str,
+    *,
+    mariadb: bool,
+    version: tuple[int, ...],
+    table_engine: str | None,
+    utc_offset: int,
+) -> list[Any]:
+    """The errors of a MariaDB/MySQL job database: its server ``version``, the storage
+    engine of the job table (``None``: not migrated yet) and the session's offset from UTC
+    in seconds."""
+    errors: list[Any] = []
+    name, minimum = ("MariaDB", MIN_MARIADB) if mariadb else ("MySQL", MIN_MYSQL)
+    if version[:2] < minimum:
+        found = ".".join(str(v) for v in version)
+        errors.append(
+            _error(
+                f"The job database {alias!r} runs {name} {found}, which has no "
+                "SELECT … FOR UPDATE SKIP LOCKED: two workers could not claim jobs safely.",
+                "E051",
+                hint=f"Upgrade to {name} {'.'.join(map(str, minimum))} or newer.",
+            )
+        )
+    if table_engine is not None and table_engine.lower() != "innodb":
+        errors.append(
+            _error(
+                f"The job table of {alias!r} uses the {table_engine} storage engine: claims, "
+                "fenced writes and uniqueness rules need InnoDB's transactions and row locks.",
+                "E052",
+                hint="ALTER TABLE rexecutor_job ENGINE=InnoDB (and the other rexecutor_ "
+                "tables), and make InnoDB the server's default_storage_engine.",
+            )
+        )
+    if utc_offset != 0:
+        errors.append(
+            _error(
+                f"The session time zone of {alias!r} is {utc_offset:+d} s from UTC: Django "
+                "stores datetimes in UTC, so heartbeats, rescue and due times would be off.",
+                "E053",
+                hint='Add "init_command": "SET time_zone = \'+00:00\'" to the alias\'s '
+                "OPTIONS, or run the server with default_time_zone = '+00:00'.",
+            )
+        )
     return errors
 
 

@@ -18,6 +18,10 @@ MANAGE_PY = REPO_ROOT / "testproject" / "manage.py"
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("postgres_only") and connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (run with DATABASE_URL=postgres://...)")
+    if item.get_closest_marker("needs_notifications") and connection.vendor != "postgresql":
+        pytest.skip("needs LISTEN/NOTIFY between processes (PostgreSQL)")
+    if item.get_closest_marker("server_db") and connection.vendor == "sqlite":
+        pytest.skip("needs a database server (DATABASE_URL=postgres://... or mysql://...)")
 
 
 @pytest.fixture

@@ -165,6 +165,8 @@ def test_several_problems_are_all_reported() -> None:
     assert all(m.level == checks.ERROR for m in messages)
 
 
+# Run by tag, the database checks run too (on MariaDB/MySQL they query the server).
+@pytest.mark.django_db
 def test_checks_are_registered_with_django() -> None:
     with override_settings(REXECUTOR={"CONCURRENCY": 0}):
         messages = checks.run_checks(tags=["django_rexecutor"])
@@ -195,7 +197,7 @@ def test_defaults() -> None:
         assert rexecutor_settings.CONCURRENCY == 10
         assert timedelta(seconds=5) == rexecutor_settings.CANCEL_GRACE
         assert timedelta(seconds=30) == rexecutor_settings.RESCUE_AFTER
-        expected_poll = 1.0 if connection.vendor == "postgresql" else 0.2
+        expected_poll = {"postgresql": 1.0, "mysql": 0.5, "sqlite": 0.2}[connection.vendor]
         assert timedelta(seconds=expected_poll) == rexecutor_settings.POLL_INTERVAL
         assert (rexecutor_settings.CRON, rexecutor_settings.PRUNER) == ([], None)
 

@@ -35,14 +35,16 @@ def test_e030_a_job_database_without_the_locking_uniqueness_needs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert _ids() == []
-    monkeypatch.setattr(connections["default"], "vendor", "mysql")
+    monkeypatch.setattr(connections["default"], "vendor", "oracle")
     errors = check_enqueue()
     assert [e.id for e in errors] == ["django_rexecutor.E030"]
-    assert "'default' is mysql" in errors[0].msg
+    assert "'default' is oracle" in errors[0].msg
     # The in-memory backend keeps no jobs in that database.
     assert _ids(BACKEND="django_rexecutor.InMemoryBackend") == []
 
 
+# Run by tag, the database checks run too (on MariaDB/MySQL they query the server).
+@pytest.mark.django_db
 def test_the_enqueue_check_is_registered() -> None:
     with override_settings(REXECUTOR={"MAX_PAYLOAD_BYTES": 0}):
         messages = checks.run_checks(tags=["django_rexecutor"])

@@ -18,7 +18,7 @@ from django_rexecutor import DjangoBackend, Executor, Job, JobStatus, Where
 from django_rexecutor.backends.base import EnqueuableJob
 from django_rexecutor.models import JobErrorRecord, JobRecord
 from django_rexecutor.status import ErrorType
-from tests.bad_rows import BAD_VALUES, POSTGRES_BAD_VALUES, corrupt
+from tests.bad_rows import BAD_VALUES, NO_INFINITE_TIMESTAMPS, POSTGRES_BAD_VALUES, corrupt
 
 pytestmark = pytest.mark.django_db
 
@@ -128,6 +128,7 @@ def test_queries_return_an_unreadable_row_with_its_problem(column, value, field,
     assert (jobs[1].executor, jobs[1].status) == (Ledger.name, JobStatus.SCHEDULED)
 
 
+@pytest.mark.skipif(connection.vendor == "mysql", reason=NO_INFINITE_TIMESTAMPS)
 def test_a_row_at_infinity_is_never_due_and_does_not_break_the_next_due_time() -> None:
     never = enqueue()
     corrupt(never, "scheduled_at", "'infinity'" if connection.vendor == "postgresql" else "'~'")
@@ -138,6 +139,7 @@ def test_a_row_at_infinity_is_never_due_and_does_not_break_the_next_due_time() -
     assert backend.next_scheduled_at([Ledger.name]) == JobRecord.objects.get(pk=soon).scheduled_at
 
 
+@pytest.mark.skipif(connection.vendor == "mysql", reason=NO_INFINITE_TIMESTAMPS)
 def test_a_row_at_minus_infinity_is_due() -> None:
     due = enqueue(timezone.now() + timedelta(hours=1))
     corrupt(due, "scheduled_at", "'-infinity'")

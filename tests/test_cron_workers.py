@@ -101,7 +101,7 @@ def run_cron_workers(manage_py: list[str], env: dict[str, str], count: int) -> N
     assert {j.pk: j.scheduled_at for j in jobs} == recorded
 
 
-@pytest.mark.postgres_only
+@pytest.mark.server_db
 def test_three_workers_enqueue_exactly_one_job_per_tick(manage_py, subprocess_env) -> None:
     run_cron_workers(manage_py, subprocess_env, count=3)
 

@@ -10,10 +10,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from django_rexecutor import EncodeDecodeError, Executor, Job, RexecutorError, UniquenessCriteria
+from django_rexecutor.backends.django.engines.mysql import (
+    MARIADB_MAX_JSON_DEPTH,
+    MYSQL_MAX_JSON_DEPTH,
+)
 from django_rexecutor.conf import DEFAULTS
 from django_rexecutor.encoding import MAX_DEPTH
 from django_rexecutor.exceptions import PayloadTooLarge
@@ -72,8 +76,15 @@ def test_json_one_level_past_the_limit_is_rejected(nothing_stored: None) -> None
     _assert_rejected(_nested(MAX_DEPTH + 1), f"nested more than {MAX_DEPTH}")
 
 
+def stored_depth() -> int:
+    """The deepest JSON the test database stores: MAX_DEPTH, or the server's lower limit."""
+    if connection.vendor == "mysql":
+        return MARIADB_MAX_JSON_DEPTH if connection.mysql_is_mariadb else MYSQL_MAX_JSON_DEPTH
+    return MAX_DEPTH
+
+
 def test_json_nested_to_the_limit_is_stored_and_read_back() -> None:
-    value = _nested(MAX_DEPTH)
+    value = _nested(stored_depth())
     job_id = Limits.enqueue(value, metadata=value)
     job = Limits.get_job(job_id)
     assert (job.data, job.metadata) == (value, value)
@@ -132,3 +143,21 @@ def test_a_payload_over_the_default_limit_is_refused(nothing_stored: None) -> No
     assert "MAX_PAYLOAD_BYTES" in str(info.value)
     with pytest.raises(PayloadTooLarge):
         Limits.enqueue_many([{"data": 1}, {"metadata": {"blob": huge}}])
+
+
+@pytest.mark.skipif(connection.vendor != "mysql", reason="MariaDB/MySQL store less deep JSON")
+def test_json_deeper_than_the_server_stores_is_rejected_naming_the_column(
+    nothing_stored: None,
+) -> None:
+    depth = stored_depth()
+    with pytest.raises(EncodeDecodeError, match=f"metadata is nested {depth + 1} .* {depth} deep"):
+        Limits.enqueue({"a": 1}, metadata=_nested(depth + 1))
+    with pytest.raises(EncodeDecodeError, match=f"data is nested {depth + 1}"):
+        Limits.enqueue_many([{"data": 1}, {"data": _nested(depth + 1)}])
+
+
+@pytest.mark.skipif(connection.vendor != "mysql", reason="MariaDB/MySQL store less deep JSON")
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    depth = stored_depth()
+    job_id = Limits.enqueue({"s": "[" * (depth + 5)})
+    assert Limits.get_job(job_id).data == {"s": "[" * (depth + 5)}

@@ -274,7 +274,7 @@ def test_the_pause_control_needs_post_and_a_csrf_token() -> None:
 
 
 # -- the limit row's lock ------------------------------------------------------------------------
-@pytest.mark.postgres_only
+@pytest.mark.server_db
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_that_loses_the_race_to_create_the_limit_row_still_locks_it() -> None:
     import threading

@@ -306,6 +306,50 @@ def test_one_worker_at_a_time_prunes() -> None:
     assert old not in remaining()
 
 
+@pytest.mark.skipif(connection.vendor != "mysql", reason="MariaDB/MySQL's named locks")
+@pytest.mark.django_db
+def test_one_worker_at_a_time_prunes_on_mariadb() -> None:
+    import MySQLdb
+
+    from django_rexecutor.backends.django.engines.mysql import lock_name
+
+    old = make_job(finished_ago=10 * DAY)
+    plugin = pruner({"status": "complete", "max_age": DAY})
+    settings = connection.settings_dict
+    key = lock_name(settings["NAME"], LOCK_NAME)
+    other = MySQLdb.connect(
+        host=settings["HOST"],
+        port=int(settings["PORT"] or 3306),
+        user=settings["USER"],
+        password=settings["PASSWORD"],
+    )
+    try:
+        cursor = other.cursor()
+        # Another worker is pruning: this one skips its run.
+        cursor.execute("SELECT GET_LOCK(%s, 0)", [key])
+        assert cursor.fetchone() == (1,)
+        assert plugin.run_once() is None
+        assert old in remaining()
+        cursor.execute("SELECT RELEASE_LOCK(%s)", [key])
+        assert plugin.run_once() == [(plugin.spec.rules[0], 1)]
+        # The run released the lock, so the other session can take it again.
+        cursor.execute("SELECT GET_LOCK(%s, 0)", [key])
+        assert cursor.fetchone() == (1,)
+    finally:
+        other.close()
+    assert old not in remaining()
+
+
+def test_named_locks_fit_mariadbs_64_characters_and_stay_distinct() -> None:
+    from django_rexecutor.backends.django.engines.mysql import lock_name
+
+    short = lock_name("app", "pruner")
+    assert short == "django_rexecutor.app.pruner"
+    long_names = {lock_name("test_rexecutor_12345", f"{'x' * 80}{i}") for i in range(3)}
+    assert len(long_names) == 3
+    assert all(len(name) <= 64 for name in long_names)
+
+
 # -- settings checks -------------------------------------------------------------------------
 
 

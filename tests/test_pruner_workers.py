@@ -25,7 +25,7 @@ TOTAL_OLD = 100_000
 BATCH = 10_000
 WORK_JOBS = 400
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.server_db, pytest.mark.django_db(transaction=True)]
 
 
 def insert_old_jobs() -> None:
@@ -47,11 +47,17 @@ def insert_old_jobs() -> None:
         if not f.primary_key
     )
     table = connection.ops.quote_name(JobRecord._meta.db_table)
+    # MariaDB's sequence tables stand in for PostgreSQL's generate_series.
+    series = (
+        f"seq_2_to_{TOTAL_OLD}"
+        if connection.vendor == "mysql"
+        else f"generate_series(2, {TOTAL_OLD})"
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}"
-            f" CROSS JOIN generate_series(2, %s) WHERE id = %s",
-            [TOTAL_OLD, template.pk],
+            f" CROSS JOIN {series} AS n WHERE id = %s",
+            [template.pk],
         )
     assert JobRecord.objects.filter(executor=OLD).count() == TOTAL_OLD
 

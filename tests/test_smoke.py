@@ -22,8 +22,9 @@ def test_system_checks_pass() -> None:
 
 
 def test_suite_runs_on_the_database_it_was_asked_for() -> None:
-    # CI runs the suite twice; a settings mistake must not silently run both on SQLite.
-    expected = "postgresql" if os.environ.get("DATABASE_URL") else "sqlite"
+    # CI runs the suite three times; a settings mistake must not silently run all on SQLite.
+    url = os.environ.get("DATABASE_URL", "")
+    expected = "mysql" if url.startswith("mysql:") else "postgresql" if url else "sqlite"
     assert connection.vendor == expected
 
 

@@ -224,18 +224,18 @@ def _assert_exactly_one(results: list[JobId], executors: list[type[Executor]]) -
     assert sum(r.inserted for r in results) == 1
 
 
-@pytest.mark.postgres_only
+@pytest.mark.server_db
 @pytest.mark.django_db(transaction=True)
-def test_simultaneous_unique_enqueues_leave_one_job_on_postgres() -> None:
+def test_simultaneous_unique_enqueues_leave_one_job_on_a_database_server() -> None:
     rule = UniquenessCriteria.by_key({"order": 7}).and_executor()
     results = hammer(8, 25, lambda: Mail.enqueue({"order": 7}, unique=rule))
     assert len(results) == 200
     _assert_exactly_one(results, [Mail])
 
 
-@pytest.mark.postgres_only
+@pytest.mark.server_db
 @pytest.mark.django_db(transaction=True)
-def test_simultaneous_enqueues_with_related_rules_leave_one_job_on_postgres() -> None:
+def test_simultaneous_enqueues_with_related_rules_leave_one_job_on_a_database_server() -> None:
     # Rules naming the same key, with and without the executor, match each other's jobs and
     # so must serialise against each other too.
     rules = [UniquenessCriteria.by_key("mixed"), UniquenessCriteria.by_key("mixed").and_executor()]

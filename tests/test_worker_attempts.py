@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from demo.jobs import FetchExchangeRates, RecordEffect, SlowAsync, SlowSync
@@ -34,7 +33,13 @@ from tests.attempts_testapp.jobs import (
     Unwritable,
     _broken_receiver,
 )
-from tests.worker_support import InProcessWorker, WorkerProcess, status_of, wait_until
+from tests.worker_support import (
+    InProcessWorker,
+    WorkerProcess,
+    kill_other_connections,
+    status_of,
+    wait_until,
+)
 
 SETTINGS = "tests.settings_attempts"
 FINISHED = (JobStatus.COMPLETE, JobStatus.RETRYABLE, JobStatus.DISCARDED, JobStatus.CANCELLED)
@@ -165,7 +170,7 @@ def test_an_async_job_reaches_the_database_after_the_previous_one_lost_its_conne
     )
 
 
-@pytest.mark.postgres_only
+@pytest.mark.server_db
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_async_jobs_reach_the_database_again_after_its_connections_are_killed(
@@ -176,12 +181,7 @@ def test_async_jobs_reach_the_database_again_after_its_connections_are_killed(
     try:
         first = AsyncOrm.enqueue({})
         wait_until(lambda: status_of(first) == JobStatus.COMPLETE, 15, worker)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            assert cursor.fetchall(), "the worker had no connection to kill"
+        assert kill_other_connections(), "the worker had no connection to kill"
         time.sleep(0.3)
         # The next attempt may fail on the dead connection (as a sync job's would); the
         # worker must then replace it, so its retry and every later job reach the database.

@@ -52,7 +52,7 @@ def test_sqlite_and_postgres_waits_are_bounded_by_the_timeout(backend) -> None:
     assert 0.45 <= time.monotonic() - started < 3
 
 
-@pytest.mark.postgres_only
+@pytest.mark.needs_notifications
 @pytest.mark.django_db(transaction=True)
 def test_a_committed_enqueue_wakes_a_waiter_of_that_executor_only(backend) -> None:
     assert get_notifier(backend.alias).start(wait=5)
@@ -74,7 +74,7 @@ def test_a_committed_enqueue_wakes_a_waiter_of_that_executor_only(backend) -> No
     assert woke[Outcomes.name] >= 4.5
 
 
-@pytest.mark.postgres_only
+@pytest.mark.needs_notifications
 @pytest.mark.django_db(transaction=True)
 def test_listen_notify_wakes_an_idle_worker(settings) -> None:
     # Polling every 30 s: only a notification can explain a quick pickup.

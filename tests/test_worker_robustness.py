@@ -10,14 +10,19 @@ import time
 from collections import Counter
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from demo.jobs import RecordEffect, SlowAsync, SlowSync
 from demo.models import SideEffect
 from django_rexecutor import JobStatus
 from django_rexecutor.models import JobRecord, WorkerRecord
-from tests.worker_support import WorkerProcess, status_of, wait_until
+from tests.worker_support import (
+    WorkerProcess,
+    kill_other_connections,
+    status_of,
+    unreachable_database_url,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -114,7 +119,7 @@ def test_second_signal_exits_at_once_and_still_releases(manage_py, subprocess_en
     assert (status_of(job_id), JobRecord.objects.get(pk=job_id).attempt) == ("scheduled", 0)
 
 
-@pytest.mark.postgres_only
+@pytest.mark.server_db
 def test_recovers_from_killed_connections(manage_py, subprocess_env) -> None:
     worker = WorkerProcess(manage_py, subprocess_env, overrides={"POLL_INTERVAL": 1})
     try:
@@ -122,12 +127,7 @@ def test_recovers_from_killed_connections(manage_py, subprocess_env) -> None:
         first = RecordEffect.enqueue({"label": "before"})
         wait_until(lambda: status_of(first) == JobStatus.COMPLETE, 10, worker)
         for round_ in range(2):
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-                assert cursor.fetchall(), "the worker had no connection to kill"
+            assert kill_other_connections(), "the worker had no connection to kill"
             time.sleep(0.3)
             job_id = RecordEffect.enqueue({"label": f"after {round_}"})
             took = wait_until(lambda j=job_id: status_of(j) == JobStatus.COMPLETE, 20, worker)
@@ -138,9 +138,9 @@ def test_recovers_from_killed_connections(manage_py, subprocess_env) -> None:
     assert "reconnecting" in worker.output.lower()
 
 
-@pytest.mark.postgres_only
+@pytest.mark.server_db
 def test_waits_for_an_unreachable_database_and_stops_cleanly(manage_py, subprocess_env) -> None:
-    env = dict(subprocess_env, DATABASE_URL="postgres://postgres@127.0.0.1:1/nowhere")
+    env = dict(subprocess_env, DATABASE_URL=unreachable_database_url())
     worker = WorkerProcess(manage_py, env)
     worker.wait_for_output("Database unavailable")
     worker.wait_for_output("retrying in 0.4s")  # backing off, still alive

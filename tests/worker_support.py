@@ -238,3 +238,34 @@ def wait_until(
 
 def status_of(job_id: int) -> str:
     return JobRecord.objects.values_list("status", flat=True).get(pk=job_id)
+
+
+def kill_other_connections() -> int:
+    """Kill every other session on the test database (a worker's, say), as a database restart
+    or a network cut would; how many were killed."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return len(cursor.fetchall())
+        cursor.execute(
+            "SELECT id FROM information_schema.PROCESSLIST"
+            " WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        for session in ids:
+            cursor.execute(f"KILL {int(session)}")
+        return len(ids)
+
+
+def unreachable_database_url() -> str:
+    """A ``DATABASE_URL`` of the test database's kind that nothing answers."""
+    from django.db import connection
+
+    if connection.vendor == "mysql":
+        return "mysql://root@127.0.0.1:1/nowhere"
+    return "postgres://postgres@127.0.0.1:1/nowhere"

@@ -14,6 +14,10 @@ migrated here), never in the development one, and measures in one run:
 * the plain-SQL ceiling on the same database and table: psycopg alone, one-by-one ``INSERT``,
   ``COPY``, batched ``SKIP LOCKED`` claim + batched completion, LISTEN/NOTIFY pickup.
 
+With ``--mysql-url mysql://…`` (``make bench`` passes ``MYSQL_URL``), a MariaDB row follows:
+enqueue one by one, the drain by one worker process and pickup latency, run by this script in
+a child process whose Django uses that database (``rexecutor_bench`` on that server).
+
 The table goes to stdout, everything (with the machine and load) to ``artifacts/bench.json``.
 """
 
@@ -73,6 +77,13 @@ class Options:
     keep_logs: bool
     synchronous_commit: str
     worker_args: list[str] = field(default_factory=list)
+    mysql_url: str | None = None
+    #: This process is the child that measures the MariaDB row (``--mysql-url``).
+    mariadb_child: bool = False
+
+    @property
+    def mysql(self) -> bool:
+        return self.url.startswith("mysql:")
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -101,14 +112,24 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default="off",
         help="synchronous_commit of the benchmark database (default off: see docs/performance.md)",
     )
+    parser.add_argument(
+        "--mysql-url",
+        default=None,
+        help="also measure a MariaDB/MySQL row on this server (mysql://user@host:port/any)",
+    )
+    parser.add_argument("--mariadb-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     parts = tuple(p.strip() for p in args.only.split(",") if p.strip())
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
-    base = urlsplit(os.environ.get("DATABASE_URL") or DEFAULT_URL)
-    if base.scheme not in {"postgres", "postgresql"}:
-        parser.error("the benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
+    base = urlsplit(args.mysql_url if args.mariadb_child else DEFAULT_URL)
+    if not args.mariadb_child:
+        base = urlsplit(os.environ.get("DATABASE_URL") or DEFAULT_URL)
+        if base.scheme not in {"postgres", "postgresql"}:
+            parser.error("the benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
+    if args.mysql_url and urlsplit(args.mysql_url).scheme != "mysql":
+        parser.error("--mysql-url must start with mysql://")
     return Options(
         url=urlunsplit(base._replace(path="/" + args.database)),
         jobs=args.jobs,
@@ -122,6 +143,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         keep_logs=args.keep_logs,
         synchronous_commit=args.synchronous_commit,
         worker_args=list(args.worker_arg),
+        mysql_url=args.mysql_url,
+        mariadb_child=args.mariadb_child,
     )
 
 
@@ -131,6 +154,22 @@ def parse_args(argv: list[str] | None = None) -> Options:
 def create_database(url: str, synchronous_commit: str) -> None:
     """Create the benchmark database if it is missing and set its ``synchronous_commit`` (for
     new connections to it only: no other database or server setting is touched)."""
+    if url.startswith("mysql:"):  # MariaDB: the server's durability settings stay as they are
+        import MySQLdb
+
+        parts = urlsplit(url)
+        conn = MySQLdb.connect(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+        )
+        conn.cursor().execute(
+            f"CREATE DATABASE IF NOT EXISTS `{parts.path.lstrip('/')}`"
+            " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        )
+        conn.close()
+        return
     import psycopg
     from psycopg import sql
 
@@ -168,6 +207,15 @@ def sql_run(statement: str, params: list[Any] | None = None) -> list[tuple[Any, 
 
 def reset_tables() -> None:
     """Start every part from empty tables with fresh statistics, as autovacuum would keep them."""
+    from django.db import connection
+
+    if connection.vendor == "mysql":
+        sql_run("SET FOREIGN_KEY_CHECKS = 0")
+        for table in JOB_TABLES.split(", "):
+            sql_run(f"TRUNCATE {table}")
+        sql_run("SET FOREIGN_KEY_CHECKS = 1")
+        sql_run("ANALYZE TABLE rexecutor_job")
+        return
     sql_run(f"TRUNCATE {JOB_TABLES}")
     sql_run("VACUUM ANALYZE rexecutor_job")
 
@@ -317,6 +365,18 @@ def prefill(count: int, executor: str = "bench_noop") -> None:
     """Insert ``count`` ready jobs with COPY (fast, and independent of the code under test)."""
     from django.db import connection
 
+    if connection.vendor == "mysql":  # multi-row INSERTs: MariaDB has no COPY
+        now = datetime.now(UTC).replace(tzinfo=None)
+        row = f"('{executor}', 'scheduled', %s, NULL, 0, 5, 0, '[]', %s, %s)"
+        for start in range(0, count, 1000):
+            n = min(1000, count - start)
+            params = [v for i in range(start, start + n) for v in (f'{{"i": {i}}}', now, now)]
+            sql_run(
+                f"INSERT INTO rexecutor_job ({INSERT_COLUMNS}) VALUES {', '.join([row] * n)}",
+                params,
+            )
+        sql_run("ANALYZE TABLE rexecutor_job")
+        return
     connection.ensure_connection()
     raw = connection.connection
     with raw.cursor() as cursor:
@@ -344,10 +404,15 @@ def bench_drain(opts: Options, processes: int, sample_rss: bool) -> dict[str, An
             thread.join()
         peak_rss = max([peak_rss, *(w.peak_rss_kb for w in workers)])
         (done, first, last), *_ = sql_run(
-            "SELECT count(*) FILTER (WHERE status = 'complete'),"
+            # MariaDB/MySQL: UNIX_TIMESTAMP reads the UTC session (system check E043).
+            "SELECT SUM(status = 'complete'), UNIX_TIMESTAMP(MIN(attempted_at)),"
+            " UNIX_TIMESTAMP(MAX(completed_at)) FROM rexecutor_job"
+            if opts.mysql
+            else "SELECT count(*) FILTER (WHERE status = 'complete'),"
             " extract(epoch FROM min(attempted_at)), extract(epoch FROM max(completed_at))"
             " FROM rexecutor_job"
         )
+        done = int(done)
         if done != opts.jobs:
             raise RuntimeError(f"drain left {opts.jobs - done} of {opts.jobs} jobs unfinished")
         span = float(last) - float(first)
@@ -669,8 +734,67 @@ def print_tasks_table(tasks: dict[str, Any] | None) -> None:
         )
 
 
+def mariadb_child(opts: Options) -> int:
+    """The MariaDB row, measured in this (child) process: its JSON goes to ``opts.json_path``."""
+    create_database(opts.url, opts.synchronous_commit)
+    setup_django(opts)
+    from django.db import connection
+
+    results: dict[str, Any] = {"server": connection.mysql_server_info}  # type: ignore[attr-defined]
+    steps: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+        ("enqueue", "enqueue_one", lambda: bench_enqueue_one(opts)),
+        ("bulk", "enqueue_bulk", lambda: bench_enqueue_bulk(opts)),
+        ("drain", "drain_1", lambda: bench_drain(opts, 1, sample_rss=False)),
+        ("pickup", "pickup", lambda: bench_pickup(opts)),
+    ]
+    for part, key, step in steps:
+        if part in opts.parts:
+            sys.stderr.write(f"bench: mariadb/{key} (load {load_1min():.2f}) ...\n")
+            results[key] = step()
+            sys.stderr.write(f"bench: mariadb/{key} {results[key]}\n")
+    reset_tables()
+    opts.json_path.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def bench_mariadb(opts: Options, argv: list[str] | None) -> dict[str, Any]:
+    """Run this script as the MariaDB child (its own Django, on ``--mysql-url``)."""
+    assert opts.mysql_url is not None
+    out = opts.json_path.with_name("bench-mariadb.json")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    subprocess.run(
+        [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
+         "--mariadb-child", "--json", str(out)],
+        env=env, check=True,
+    )  # fmt: skip
+    return dict(json.loads(out.read_text()))
+
+
+def print_mariadb_row(results: dict[str, Any] | None) -> None:
+    if not results:
+        return
+
+    def get(*path: str) -> str:
+        node: Any = results
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        return "—" if node is None else f"{node:,}"
+
+    sys.stdout.write(f"\nMariaDB ({results.get('server', '?')}), same run:\n\n")
+    sys.stdout.write(
+        "| database | enqueue one by one, jobs/s | bulk enqueue, jobs/s | drain, 1 worker process,"
+        " jobs/s | pickup p50 / p95, ms |\n|---|---|---|---|---|\n"
+    )
+    sys.stdout.write(
+        f"| MariaDB | {get('enqueue_one', 'median')} | {get('enqueue_bulk', 'median')}"
+        f" | {get('drain_1', 'median')} | {get('pickup', 'p50_ms')} / {get('pickup', 'p95_ms')} |\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    if opts.mariadb_child:
+        return mariadb_child(opts)
     create_database(opts.url, opts.synchronous_commit)
     setup_django(opts)
     results: dict[str, Any] = {
@@ -713,11 +837,15 @@ def main(argv: list[str] | None = None) -> int:
             f"bench: {part}/{key} {target[key]} in {time.perf_counter() - started:.1f} s\n"
         )
     reset_tables()
+    if opts.mysql_url:
+        sys.stderr.write("bench: the MariaDB row ...\n")
+        results["mariadb"] = bench_mariadb(opts, argv)
     results["load_1min_after"] = load_1min()
     opts.json_path.parent.mkdir(parents=True, exist_ok=True)
     opts.json_path.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
     print_tasks_table(results.get("django_tasks"))
+    print_mariadb_row(results.get("mariadb"))
     m = results["machine"]
     sys.stdout.write(
         f"\n{m['cpu']} ({m['cores']} cores), PostgreSQL {m['postgresql']}, Python {m['python']},"

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import OperationalError
 
 from ...exceptions import ConfigurationError
 from ...worker import Worker
@@ -75,6 +76,17 @@ class Command(BaseCommand):
             metavar="ADDRESS",
             help="The address --metrics-port listens on (default: 0.0.0.0).",
         )
+
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        """Django's system checks, unless the database is down: on MariaDB/MySQL, Django's
+        model checks ask the server its version, and a worker started before its database
+        must wait for it (its main loop does, with backoff), not crash at start."""
+        try:
+            super().check(*args, **kwargs)
+        except OperationalError as exc:
+            logging.getLogger("django_rexecutor.worker").warning(
+                "System checks skipped: the database is unavailable (%s)", exc
+            )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])

@@ -16,6 +16,7 @@ from .base import Engine
 ENGINES: dict[str, str] = {
     "postgresql": "django_rexecutor.backends.django.engines.postgresql.PostgresEngine",
     "sqlite": "django_rexecutor.backends.django.engines.sqlite.SQLiteEngine",
+    "mysql": "django_rexecutor.backends.django.engines.mysql.MySQLEngine",
 }
 
 _engines: dict[tuple[str, str], Engine] = {}
@@ -30,11 +31,17 @@ def engine_for(connection: Any) -> Engine:
         if path is None:
             raise ConfigurationError(
                 f"The Django backend has no engine for the database {alias!r}, which is "
-                f"{vendor}: it runs on {' and '.join(sorted(ENGINES))}. Point "
+                f"{vendor}: it runs on {vendor_list()}. Point "
                 "REXECUTOR['DATABASE'] (or the alias given to `using`) at one of those."
             )
         engine = _engines.setdefault((vendor, alias), import_string(path)(alias))
     return engine
 
 
-__all__ = ["ENGINES", "Engine", "engine_for"]
+def vendor_list() -> str:
+    """The vendors that have an engine, for messages: ``"mysql, postgresql and sqlite"``."""
+    *rest, last = sorted(ENGINES)
+    return f"{', '.join(rest)} and {last}" if rest else last
+
+
+__all__ = ["ENGINES", "Engine", "engine_for", "vendor_list"]

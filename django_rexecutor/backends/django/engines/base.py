@@ -91,6 +91,12 @@ class Engine(ABC):
     #: Appended to each of the claim's sub-selects: the row locks that keep two concurrent
     #: claims from taking the same job (nothing where the database runs one writer at a time).
     claim_lock_sql: ClassVar[str] = ""
+    #: Seconds between a worker's polls when ``REXECUTOR["POLL_INTERVAL"]`` is unset: the
+    #: pickup latency where no notification wakes the worker, against the idle cost.
+    default_poll_interval: ClassVar[float] = 1.0
+    #: Follows the job table's name in the claim's sub-selects: an index hint where the
+    #: database has no partial index and its planner would otherwise walk finished jobs.
+    claim_index_hint: ClassVar[str] = ""
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
@@ -334,7 +340,8 @@ def claim_candidates_sql(
     single indexed select). Each executor with a smaller capacity gets its own sub-select
     limited to it; the union holds every job the claim may take, and the outer ``ORDER BY``
     picks the most urgent of them. Each sub-select ends with the engine's
-    ``claim_lock_sql``. Paused executors' jobs are never selected.
+    ``claim_lock_sql`` (and names the table with its ``claim_index_hint``). Paused
+    executors' jobs are never selected.
 
     A limited executor's claim (``claim_limited``) selects its jobs alone (one executor),
     without the partitions in ``skip_partitions`` (those at their limit), and may select
@@ -344,7 +351,10 @@ def claim_candidates_sql(
     ready = ", ".join(f"'{s}'" for s in READY)
     shared = [name for name, n in wanted.items() if n >= limit]
     capped = {name: n for name, n in wanted.items() if n < limit}
-    due = f"FROM {JOB_TABLE} WHERE status IN ({ready}) AND scheduled_at <= {cutoff}"
+    due = (
+        f"FROM {JOB_TABLE}{engine.claim_index_hint} WHERE status IN ({ready})"
+        f" AND scheduled_at <= {cutoff}"
+    )
     due += NOT_PAUSED_SQL
     due_params: list[Any] = []
     if skip_partitions:

@@ -29,6 +29,8 @@ class SQLiteEngine(Engine):
     attempted_at_sql = f"MAX(scheduled_at, {_NOW})"
     # No row locks: the claim is one statement, and no other connection writes meanwhile.
     claim_lock_sql = ""
+    # No notifications between processes, and a poll is a local file read.
+    default_poll_interval = 0.2
 
     def lock_slot(self, slot: int) -> None:
         # A write statement takes SQLite's write lock for the rest of the transaction, so no
