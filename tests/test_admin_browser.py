@@ -277,14 +277,24 @@ def test_the_workflow_page_in_a_real_browser(browser: Any, live_server: Any) -> 
     # Rerun the failed step: the steps it cancelled wait for it again, and so does the
     # callback that had not started yet.
     browser.find_element(By.ID, "rx-workflow-rerun").click()
-    message = wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li")))
-    assert message.text == "1 job rerun."
+    # The previous page's message stays until the redirect lands: wait for this one's text.
+    wait(
+        browser,
+        ec.text_to_be_present_in_element((By.CSS_SELECTOR, "ul.messagelist li"), "1 job rerun."),
+    )
+    assert browser.find_element(By.CSS_SELECTOR, "ul.messagelist li").text == "1 job rerun."
     assert [j.status for j in Workflow.jobs(run.workflow_id)] == [
         JobStatus.SCHEDULED, JobStatus.WAITING, JobStatus.WAITING, JobStatus.WAITING
     ]  # fmt: skip
 
     # Cancel the whole workflow.
     browser.find_element(By.ID, "rx-workflow-cancel").click()
-    message = wait(browser, ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li")))
-    assert message.text == "4 jobs cancelled."
+    # The previous page's message stays until the redirect lands: wait for this one's text.
+    wait(
+        browser,
+        ec.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, "ul.messagelist li"), "4 jobs cancelled."
+        ),
+    )
+    assert browser.find_element(By.CSS_SELECTOR, "ul.messagelist li").text == "4 jobs cancelled."
     assert {j.status for j in Workflow.jobs(run.workflow_id)} == {JobStatus.CANCELLED}
