@@ -92,6 +92,10 @@ class Backend(ABC):
 
     #: ``wait_for_jobs`` is woken by enqueues from other processes (e.g. LISTEN/NOTIFY).
     supports_notifications: bool = False
+    #: Writes from two threads of one process (each on its own connection) go on side by side,
+    #: so the worker may acknowledge completions in a thread of its own while it claims.
+    #: ``False`` where the store takes one writer at a time (SQLite).
+    supports_parallel_writes: bool = True
     #: The Django database alias holding this backend's jobs in the package's models (what
     #: the admin shows), or ``None`` for a store outside Django's databases.
     database: str | None = None

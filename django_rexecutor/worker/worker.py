@@ -155,6 +155,8 @@ class Worker:
             limits=self.flow_limits,
             prefetch=self.prefetch,
         )
+        #: Completions waiting for the writer's thread beyond which nothing more is claimed.
+        self._writer_backlog = 4 * (self.concurrency + self.prefetch)
         self._signals = 0
         self._stop_deadline: float | None = None
         self._cycle_at = 0.0
@@ -223,6 +225,8 @@ class Worker:
     def _start(self) -> None:
         set_process_worker(self.worker_id)
         self.attempts.start_threads()
+        if self.backend.supports_parallel_writes:
+            self.results.start_writer()
         self._heartbeat = Heartbeat(
             self.backend,
             self.worker_id,
@@ -295,6 +299,10 @@ class Worker:
                 else:
                     self.attempts.poll_cancels()
                     assert self._heartbeat is not None
+                    if self.results.writing_behind(self._writer_backlog):
+                        # The completions are not keeping up: claim again once they do.
+                        self._wake.wait(COALESCE_WINDOW)
+                        continue
                     claimed, wanted = self.claims.claim(self._heartbeat.silent_for())
                     self._cycle_at = time.monotonic()
                     if claimed and claimed == wanted:
@@ -330,6 +338,8 @@ class Worker:
         # Outside burst mode the waker thread polls (and listens) while we are hungry; our own
         # timeout is only a backstop.
         timeout = 1.0 if self.burst else max(self.poll_interval, _BACKSTOP_INTERVAL)
+        if self.results:
+            timeout = COALESCE_WINDOW  # completions being written: look again soon
         if self.attempts:
             timeout = min(timeout, CANCEL_POLL_INTERVAL)
             deadline = self.attempts.next_deadline()
@@ -352,6 +362,7 @@ class Worker:
         # releasing its jobs and removing its row.
         try:
             self.results.extend(self.attempts.reap())
+            self.results.stop_writer()
             self.results.flush()
         except Exception as exc:  # noqa: BLE001
             logger.warning(

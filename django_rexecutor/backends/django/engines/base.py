@@ -84,6 +84,9 @@ class Engine(ABC):
     vendor: ClassVar[str]
     #: ``wait_for_jobs`` is woken by enqueues from other processes.
     supports_notifications: ClassVar[bool] = False
+    #: Two connections of one process may write at once without waiting for each other's
+    #: transaction (``Backend.supports_parallel_writes``).
+    supports_parallel_writes: ClassVar[bool] = True
     #: SQL of the database's clock as the claim compares it with ``scheduled_at`` (the "due"
     #: cut-off) and as it writes ``attempted_at``: a worker whose clock is wrong neither claims
     #: jobs early nor misses due ones.
