@@ -11,6 +11,7 @@ for them, or when the worker's heartbeat went silent for too long to start anyth
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from datetime import timedelta
@@ -21,10 +22,11 @@ from ..job import Job
 from ..limits import Limits
 from .acks import ResultQueue
 from .attempts import CANCEL_POLL_INTERVAL, RunningAttempts
+from .claimthread import ClaimReply, ClaimRequest, ClaimThread
 from .connections import DB_ERRORS
 from .execution import describe_exception
 from .metrics import NO_METRICS, WorkerMetrics
-from .prefetch import Prefetch
+from .prefetch import Prefetch, start_order
 from .wakeups import Wakeups
 
 logger = logging.getLogger("django_rexecutor.worker")
@@ -63,6 +65,8 @@ class Claimer:
         } - set(self.limits)
         #: A claim failed and may have committed unseen: give such jobs back before claiming.
         self.unseen = False
+        #: Claims from a thread of their own, once ``start_thread`` started it.
+        self._thread: ClaimThread | None = None
         self._last_cancel_poll = 0.0
         #: Told of every claim round trip (``worker.metrics``); set by the worker.
         self.metrics: WorkerMetrics = NO_METRICS
@@ -86,16 +90,59 @@ class Claimer:
             self.attempts.start(job)
         return len(jobs)
 
+    @property
+    def busy(self) -> bool:
+        """A claim is out on the claim thread, or its reply not taken yet."""
+        return self._thread is not None and self._thread.busy
+
+    def start_thread(self, wake: threading.Event) -> None:
+        """Claim from a thread (and connection) of its own from now on (``claimthread``)."""
+        if self._thread is None:
+            self._thread = ClaimThread(self.backend, self._round_trip, wake)
+            self._thread.start()
+
+    def stop_thread(self) -> None:
+        """Stop the claim thread; the jobs of a reply not taken yet join the buffer (to be
+        given back)."""
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            reply = thread.stop()
+            if reply is not None:
+                self.unseen = self.unseen or reply.claim_error is not None
+                self.ahead.add(reply.jobs)
+
     def claim(self, silent_for: float) -> tuple[int, int]:
         """Claim for the free slots and the buffer, start what fits; returns (claimed, asked
-        for). ``silent_for``: seconds since the worker's last heartbeat reached the backend."""
+        for) of the claim whose reply this call took: with the claim thread, (0, 0) while
+        one is out. ``silent_for``: seconds since the worker's last heartbeat reached the
+        backend."""
         if not self.may_start(silent_for):
             # Our heartbeat may look dead to others by now: claim nothing until it is back.
             self.release_ahead("this worker's heartbeat is overdue")
             self.wakeups.sated()
             return 0, 0
+        if self._thread is not None:
+            reply = self._thread.take_reply()
+            if reply is not None:
+                return self._received(reply, silent_for)
+            if self._thread.busy:
+                self.start_ahead(silent_for)
+                return 0, 0
         self._poll_ahead_cancels()
         self.start_ahead(silent_for)
+        request = self._request()
+        if request is None:
+            self.wakeups.sated()
+            return 0, 0
+        if self.unseen:
+            self.release_unseen()
+        if self._thread is not None:
+            self._thread.submit(request)
+            return 0, 0
+        return self._received(self._round_trip(request), silent_for)
+
+    def _request(self) -> ClaimRequest | None:
+        """What the free slots and the buffer's room call for, if anything."""
         capacity, free = self.attempts.capacity()
         if free and self.ahead:
             room = 0  # buffered jobs wait for their executors' slots: claim for the others
@@ -106,49 +153,72 @@ class Claimer:
             for name in self._prefetchable:
                 wanted[name] = wanted.get(name, 0) + room
         if not wanted:
-            self.wakeups.sated()
-            return 0, 0
-        if self.unseen:
-            self.release_unseen()
+            return None
         limit = min(free + room, sum(wanted.values()))
+        return ClaimRequest(wanted, limit, free, frozenset(self.ahead.job_ids()))
+
+    def _round_trip(self, request: ClaimRequest) -> ClaimReply:
+        """The claim, then (before any of them starts) the list of jobs that will wait in the
+        buffer: what rescue gives back, attempt unused, if this worker dies. Runs on the
+        claim thread, or the main thread without one; never raises."""
+        reply = ClaimReply(request)
         started = time.monotonic()
         try:
             if self.limits:
-                jobs = self.backend.claim_jobs(self.worker_id, wanted, limit, limits=self.limits)
+                jobs = self.backend.claim_jobs(
+                    self.worker_id, request.wanted, request.limit, limits=self.limits
+                )
             else:
-                jobs = self.backend.claim_jobs(self.worker_id, wanted, limit)
-        except Exception as exc:
+                jobs = self.backend.claim_jobs(self.worker_id, request.wanted, request.limit)
+        except Exception as exc:  # noqa: BLE001 - handed to the main thread with the reply
+            reply.claim_error = exc
+            return reply
+        reply.seconds = time.monotonic() - started
+        reply.jobs = sorted(jobs, key=start_order)
+        ahead = request.buffered | {job.id for job in reply.jobs[request.free :]}
+        if ahead - self.ahead.recorded:
+            try:
+                self.backend.record_claimed_ahead(self.worker_id, ahead)
+                reply.recorded = frozenset(ahead)
+            except Exception as exc:  # noqa: BLE001 - handed to the main thread with the reply
+                reply.record_error = exc
+        return reply
+
+    def _received(self, reply: ClaimReply, silent_for: float) -> tuple[int, int]:
+        """Take a claim's jobs into the buffer and start what fits; raise its error."""
+        request, jobs = reply.request, reply.jobs
+        if reply.claim_error is not None:
             # The claim may have committed without our seeing its rows: those jobs never
             # started, so before claiming again we give them back, their attempt unused.
             self.unseen = True
+            exc = reply.claim_error
             if isinstance(exc, DB_ERRORS):
-                raise
-            logger.exception("Claiming jobs failed")
+                raise exc
+            logger.error("Claiming jobs failed", exc_info=exc)
             raise BackendError(f"claim_jobs failed: {describe_exception(exc)}") from exc
-        self.metrics.claimed(time.monotonic() - started, limit, len(jobs))
-        full = len(jobs) >= limit
-        if full and free:
+        self.metrics.claimed(reply.seconds, request.limit, len(jobs))
+        full = len(jobs) >= request.limit
+        if full and request.free:
             self.ahead.backlog_seen()  # slots were waiting for jobs: hold more ahead
         elif not full:
             self.ahead.backlog_gone()
         self.ahead.add(jobs)
-        capacity, free = self.attempts.capacity()
-        starting = self.ahead.take(capacity, free)
-        try:
-            ids = self.ahead.job_ids()
-            if ids - self.ahead.recorded:
-                # Before any of them starts: what rescue gives back, attempt unused, if this
-                # worker dies.
-                self.backend.record_claimed_ahead(self.worker_id, ids)
-                self.ahead.recorded = frozenset(ids)
-        finally:
-            for job in starting:
-                self.attempts.start(job)
+        if reply.recorded is not None:
+            self.ahead.recorded = reply.recorded
+        self.start_ahead(silent_for)
         if not full:
-            self.wakeups.hungry(sorted(wanted))
+            self.wakeups.hungry(sorted(request.wanted))
         else:
             self.wakeups.sated()
-        return len(jobs), limit
+        if reply.record_error is not None:
+            exc = reply.record_error
+            logger.warning(
+                "Could not list the jobs claimed ahead (%s); rescue would count their attempt",
+                describe_exception(exc),
+            )
+            if isinstance(exc, DB_ERRORS):
+                raise exc
+        return len(jobs), request.limit
 
     def release_ahead(self, why: str) -> None:
         """Give every buffered job back to the queue, its attempt unused."""

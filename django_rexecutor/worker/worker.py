@@ -226,7 +226,9 @@ class Worker:
         set_process_worker(self.worker_id)
         self.attempts.start_threads()
         if self.backend.supports_parallel_writes:
+            # Acknowledgements and claims on connections of their own, in flight together.
             self.results.start_writer()
+            self.claims.start_thread(self._wake)
         self._heartbeat = Heartbeat(
             self.backend,
             self.worker_id,
@@ -287,6 +289,7 @@ class Worker:
                     assert self._heartbeat is not None
                     self.claims.start_ahead(self._heartbeat.silent_for())
                 else:
+                    self.claims.stop_thread()  # a claim still out joins the buffer
                     self.claims.release_ahead("the worker is stopping")
                 if self._coalescing():
                     self._wake.wait(COALESCE_WINDOW)
@@ -307,7 +310,10 @@ class Worker:
                     self._cycle_at = time.monotonic()
                     if claimed and claimed == wanted:
                         continue  # there may be more: claim again once slots free up
-                    idle = not (self.attempts or self.results or self.claims.ahead or claimed)
+                    idle = not (
+                        self.attempts or self.results or self.claims.ahead or self.claims.busy
+                    )
+                    idle = idle and not claimed
                     if self.burst and idle:
                         if self._nothing_ready():
                             return
@@ -369,6 +375,7 @@ class Worker:
                 "Could not record %d result(s): %s", len(self.results), describe_exception(exc)
             )
         try:
+            self.claims.stop_thread()
             self.claims.release_ahead("the worker is stopping")
         except Exception as exc:  # noqa: BLE001 - ``unseen`` is set: retried below
             logger.warning("Could not give back the jobs claimed ahead: %s", exc)

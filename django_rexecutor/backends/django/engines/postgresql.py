@@ -16,8 +16,9 @@ from django.utils import timezone
 from ....exceptions import UniquenessConflict
 from ....models import JobErrorRecord, UniquenessLockRecord
 from ....notifiers.base import Notifier
-from ...values import EnqueuableJob, WorkflowStep
+from ...values import Claim, EnqueuableJob, WorkflowStep
 from .base import (
+    COMPLETE_SQL,
     INSERT_COLUMNS,
     JOB_TABLE,
     STEP_COLUMNS,
@@ -44,6 +45,11 @@ LOCK_SLOT_SQL = (
     f" ON CONFLICT (slot) DO UPDATE SET version = {_LOCK_TABLE}.version + 1"
 )
 _ERROR_TABLE = JobErrorRecord._meta.db_table
+#: ``COMPLETE_SQL`` with its fence as arrays (job ids, attempts, workers).
+COMPLETE_ARRAYS_SQL = COMPLETE_SQL.replace("{now}", "statement_timestamp()").replace(
+    "IN (VALUES {fence})",
+    "IN (SELECT * FROM unnest(%s::bigint[], %s::integer[], %s::varchar[]))",
+)
 _CONFLICT_MESSAGE = (
     "A concurrent enqueue for the same uniqueness rule committed after this transaction's "
     "snapshot was taken (isolation level REPEATABLE READ or SERIALIZABLE), so its job cannot "
@@ -61,6 +67,19 @@ class PostgresEngine(Engine):
     # stay ready and are unlocked when the statement commits.
     claim_lock_sql = " FOR UPDATE SKIP LOCKED"
     json_param_sql = "%s::jsonb"
+
+    def complete(self, claims: Sequence[Claim]) -> set[int]:
+        """``Engine.complete`` in one statement of constant text whatever the batch's size:
+        the fence comes as three arrays, so neither psycopg nor the server parses a new
+        statement per batch size."""
+        if not claims:
+            return set()
+        ids = [c.job_id for c in claims]
+        attempts = [c.attempt for c in claims]
+        workers = [c.worker_id for c in claims]
+        with self.hot_cursor() as cursor:
+            cursor.execute(COMPLETE_ARRAYS_SQL, [ids, attempts, workers])
+            return {row[0] for row in cursor.fetchall()}
 
     def hot_cursor(self) -> Any:
         # Quoting the parameters into the SQL in Python costs as much CPU as the statement's
