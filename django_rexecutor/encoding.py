@@ -35,7 +35,7 @@ def to_json_native(value: object, *, what: str = "value") -> JSONValue:
     kind = type(value)
     if kind is dict or kind is list:
         try:
-            return _copy_plain(value, 1)
+            return _copy_plain(value, 1)  # type: ignore[arg-type]
         except _NotPlain:
             pass  # the full walk converts it, or names what is wrong
     return _convert(value, what, 1)
@@ -171,7 +171,7 @@ def stable_hash(value: JSONValue) -> str:
 
 def _make_to_json() -> Callable[[JSONValue], str]:
     encoder = json.JSONEncoder(sort_keys=True)
-    make = json.encoder.c_make_encoder
+    make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # no C accelerator
         return encoder.encode
     # ``encoder.encode``'s C encoder, with its arguments, built once instead of per value. No

@@ -282,23 +282,23 @@ def new_record(job: EnqueuableJob, limit: int | None) -> JobRecord:
 def encoded_row(job: EnqueuableJob, now: datetime, limit: int | None) -> tuple[Any, ...]:
     """The values of ``INSERT_COLUMNS`` for a new job, JSON already encoded (and checked
     against ``limit`` as it is), for engines that insert with raw SQL."""
-    data, metadata, tags = job.data, job.metadata, job.tags
+    data: str | None = None
+    metadata: str | None = None
+    tags = "[]"
     # Inline checks (``check_payload_size``'s), no generator: this runs once per row of a bulk
     # insert.
-    if data is not None:
-        data = to_json(data)
+    if job.data is not None:
+        data = to_json(job.data)
         if limit is not None and len(data) > limit:
             check_payload_size(data, what="data", limit=limit)
-    if metadata is not None:
-        metadata = to_json(metadata)
+    if job.metadata is not None:
+        metadata = to_json(job.metadata)
         if limit is not None and len(metadata) > limit:
             check_payload_size(metadata, what="metadata", limit=limit)
-    if tags:
-        tags = to_json(tags)
+    if job.tags:
+        tags = to_json(job.tags)
         if limit is not None and len(tags) > limit:
             check_payload_size(tags, what="tags", limit=limit)
-    else:
-        tags = "[]"
     uniqueness = job.uniqueness
     return (
         job.executor,
