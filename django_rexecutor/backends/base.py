@@ -406,11 +406,20 @@ class Backend(ABC):
         return [claim.job_id for claim in unseen if self.release_jobs([claim])]
 
     @abstractmethod
+    def record_claimed_ahead(self, worker_id: str, job_ids: Collection[int]) -> None:
+        """Remember, with ``worker_id``'s heartbeat row, the jobs it claimed ahead of its free
+        slots and has not started (replacing the previous list). Called before any of them
+        starts, so that if the worker dies, rescue gives them back unused."""
+
+    @abstractmethod
     def rescue_orphaned_jobs(self, after: timedelta) -> list[int]:
         """Jobs executing under a worker whose last heartbeat is older than ``after`` (or that
         has none) become retryable, or discarded on their last attempt, with an ``orphaned``
-        error (``cancelled`` if a cancel was requested). Uses the backend's clock. Returns
-        the ids rescued."""
+        error (``cancelled`` if a cancel was requested). A job in the worker's last
+        ``record_claimed_ahead`` list is instead given back due now with its attempt unused
+        (still with an ``orphaned`` error) — once per attempt: the second time it is rescued
+        at the same attempt, the attempt counts, as it may have started after the list was
+        written. Uses the backend's clock. Returns the ids rescued."""
 
     @abstractmethod
     def cancel_requested(self, job_ids: Collection[int]) -> set[int]:

@@ -70,6 +70,7 @@ class Worker:
         *,
         exclude: Iterable[str] = (),
         concurrency: int | None = None,
+        prefetch: int | None = None,
         shutdown_timeout: float | timedelta | None = None,
         burst: bool = False,
         name: str | None = None,
@@ -89,6 +90,12 @@ class Worker:
         )
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}.")
+        if prefetch is None:
+            prefetch = rexecutor_settings.PREFETCH
+        #: Most jobs claimed ahead of free slots (see ``worker.prefetch``).
+        self.prefetch = 4 * self.concurrency if prefetch is None else prefetch
+        if self.prefetch < 0:
+            raise ConfigurationError(f"prefetch must be at least 0, got {self.prefetch}.")
         if shutdown_timeout is None:
             shutdown_timeout = rexecutor_settings.SHUTDOWN_TIMEOUT
         if isinstance(shutdown_timeout, timedelta):
@@ -146,6 +153,7 @@ class Worker:
             self.wakeups,
             rescue_after=self.rescue_after,
             limits=self.flow_limits,
+            prefetch=self.prefetch,
         )
         self._signals = 0
         self._stop_deadline: float | None = None
@@ -182,6 +190,7 @@ class Worker:
             "backend": type(self.backend).__name__,
             "database": self.backend.store,
             "concurrency": self.concurrency,
+            "prefetch": self.prefetch,
             "poll_interval": self.poll_interval,
             "notifications": bool(self.backend.supports_notifications),
             "heartbeat_interval": self.heartbeat_interval.total_seconds(),
@@ -269,6 +278,12 @@ class Worker:
             try:
                 self.results.extend(self.attempts.reap())
                 self.results.extend(self.attempts.enforce_deadlines())
+                if self._stop_deadline is None:
+                    # Freed slots take buffered jobs at once, without a round trip.
+                    assert self._heartbeat is not None
+                    self.claims.start_ahead(self._heartbeat.silent_for())
+                else:
+                    self.claims.release_ahead("the worker is stopping")
                 if self._coalescing():
                     self._wake.wait(COALESCE_WINDOW)
                     continue
@@ -284,7 +299,8 @@ class Worker:
                     self._cycle_at = time.monotonic()
                     if claimed and claimed == wanted:
                         continue  # there may be more: claim again once slots free up
-                    if self.burst and not self.attempts and not self.results and not claimed:
+                    idle = not (self.attempts or self.results or self.claims.ahead or claimed)
+                    if self.burst and idle:
                         if self._nothing_ready():
                             return
                         continue
@@ -341,6 +357,10 @@ class Worker:
             logger.warning(
                 "Could not record %d result(s): %s", len(self.results), describe_exception(exc)
             )
+        try:
+            self.claims.release_ahead("the worker is stopping")
+        except Exception as exc:  # noqa: BLE001 - ``unseen`` is set: retried below
+            logger.warning("Could not give back the jobs claimed ahead: %s", exc)
         # Something claimed under our id still executing in the database (neither written nor
         # released) keeps our row: it must go stale for rescue to take those jobs over.
         left_executing = not self._release_unfinished()
