@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from . import signals
 from .backends import resolve_backend
 from .backends.base import Backend, EnqueuableJob
 from .backoff import to_timedelta
@@ -38,27 +39,90 @@ def job_from_options(
     executor: type[Executor], options: dict[str, Any], now: datetime
 ) -> EnqueuableJob | None:
     """``executor.builder().apply(options).build()`` with the same checks but none of the
-    intermediate frozen builders, which dominate the CPU cost of a bulk enqueue. ``None`` when
+    intermediate frozen builders, which dominate the CPU cost of an enqueue. ``None`` when
     ``options`` holds anything else (scheduling, uniqueness): the caller takes the builder."""
     if not _PLAIN_OPTIONS.issuperset(options):
         return None
-    uniqueness = executor.uniqueness_criteria
-    data = to_json_native(options.get("data"), what="data")
-    metadata = to_json_native(options.get("metadata"), what="metadata")
-    paths = partition_paths(executor)
-    return EnqueuableJob(
-        executor=executor.name,
-        data=data,
-        metadata=metadata,
-        max_attempts=check_max_attempts(options["max_attempts"])
-        if "max_attempts" in options
-        else executor.max_attempts,
-        scheduled_at=now,
-        tags=tuple(check_tags(options["tags"])) if "tags" in options else (),
-        priority=check_priority(options["priority"]) if "priority" in options else 0,
-        uniqueness=None if uniqueness is None or uniqueness.disabled else uniqueness,
-        partition_key=partition_key(paths, data, metadata) if paths else "",
+    return _PlainJobs(executor, now).job(options)
+
+
+class _PlainJobs:
+    """``job_from_options`` for many option dicts of one executor: what does not depend on
+    the dict (its name, defaults, uniqueness rule, partition paths: settings lookups) is
+    looked up once."""
+
+    def __init__(self, executor: type[Executor], now: datetime) -> None:
+        uniqueness = executor.uniqueness_criteria
+        self.name = executor.name
+        self.max_attempts = executor.max_attempts
+        self.uniqueness = None if uniqueness is None or uniqueness.disabled else uniqueness
+        self.paths = partition_paths(executor)
+        self.now = now
+
+    def job(self, options: dict[str, Any]) -> EnqueuableJob:
+        """The job of ``options``, which holds only ``_PLAIN_OPTIONS``."""
+        data = to_json_native(options.get("data"), what="data")
+        metadata = (
+            to_json_native(options["metadata"], what="metadata") if "metadata" in options else None
+        )
+        paths = self.paths
+        return EnqueuableJob(
+            self.name,
+            data,
+            metadata,
+            check_max_attempts(options["max_attempts"])
+            if "max_attempts" in options
+            else self.max_attempts,
+            self.now,
+            tuple(check_tags(options["tags"])) if "tags" in options else (),
+            check_priority(options["priority"]) if "priority" in options else 0,
+            self.uniqueness,
+            partition_key(paths, data, metadata) if paths else "",
+        )
+
+
+def jobs_from_items(
+    executor: type[Executor], items: Iterable[JobBuilder | dict[str, Any]]
+) -> list[EnqueuableJob]:
+    """The validated jobs of ``enqueue_many``'s items, in order: a dict of plain options
+    becomes a job directly (``job_from_options``), anything else goes through a builder."""
+    now = timezone.now()
+    plain = _PlainJobs(executor, now)
+    plain_job, plain_options, as_builder = (
+        plain.job,
+        _PLAIN_OPTIONS.issuperset,
+        executor._as_builder,
     )
+    return [
+        plain_job(item)
+        if isinstance(item, dict) and plain_options(item)
+        else as_builder(item, index).build()
+        for index, item in enumerate(items)
+    ]
+
+
+def enqueue_options(
+    executor: type[Executor], options: dict[str, Any], backend: Backend | None, using: str | None
+) -> JobId:
+    """``executor.builder().apply(options).enqueue(…)``, without the builders when the
+    options are plain (``job_from_options``)."""
+    job = job_from_options(executor, options, timezone.now())
+    if job is None:
+        return executor.builder().apply(options).enqueue(backend=backend, using=using)
+    return enqueue_job(executor, job, backend, using)
+
+
+def enqueue_job(
+    executor: type[Executor], job: EnqueuableJob, backend: Backend | None, using: str | None
+) -> JobId:
+    """Insert the built ``job`` through the middleware's ``around_enqueue``, then announce it."""
+    target = resolve_backend(backend, using)
+    if rexecutor_settings.get("MIDDLEWARE"):
+        (job_id,) = enqueue_through([job], lambda jobs: [target.enqueue(jobs[0])])
+    else:
+        job_id = target.enqueue(job)
+    signals.job_enqueued.send(sender=executor, job_id=job_id, job=job)
+    return job_id
 
 
 @dataclass(frozen=True)
@@ -166,16 +230,8 @@ class JobBuilder:
 
     def enqueue(self, *, backend: Backend | None = None, using: str | None = None) -> JobId:
         """Insert the job (in the caller's transaction on database backends)."""
-        from . import signals
-
         target = resolve_backend(backend, using)
-        job = self.build()
-        if rexecutor_settings.MIDDLEWARE:
-            (job_id,) = enqueue_through([job], lambda jobs: [target.enqueue(jobs[0])])
-        else:
-            job_id = target.enqueue(job)
-        signals.job_enqueued.send(sender=self.executor, job_id=job_id, job=job)
-        return job_id
+        return enqueue_job(self.executor, self.build(), target, None)
 
     async def aenqueue(self, *, backend: Backend | None = None, using: str | None = None) -> JobId:
         from asgiref.sync import sync_to_async

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .exceptions import EncodeDecodeError
@@ -29,7 +30,57 @@ _SHORT_INT_BITS = 2_000
 def to_json_native(value: object, *, what: str = "value") -> JSONValue:
     """Return ``value`` as plain JSON data (tuples become lists) or raise
     :class:`EncodeDecodeError` naming the first offending part."""
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is dict or kind is list:
+        try:
+            return _copy_plain(value, 1)  # type: ignore[arg-type]
+        except _NotPlain:
+            pass  # the full walk converts it, or names what is wrong
     return _convert(value, what, 1)
+
+
+class _NotPlain(Exception):
+    """``_copy_plain`` met something it does not decide itself."""
+
+
+def _copy_plain(value: dict[Any, Any] | list[Any], depth: int) -> JSONValue:
+    """A copy of ``value`` when it holds only exact dicts, lists and ASCII strings, ints,
+    floats, bools and ``None`` that pass ``_convert``'s checks (what payloads almost always
+    are), else ``_NotPlain``: the common case costs no per-value function calls or paths."""
+    if depth > MAX_DEPTH:
+        raise _NotPlain
+    out: Any
+    if type(value) is dict:
+        out = value.copy()
+        pairs = out.items()
+    else:
+        out = value.copy()
+        pairs = enumerate(out)
+    for key, item in pairs:
+        if type(key) is str and ("\x00" in key or not key.isascii()):
+            raise _NotPlain
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item or not item.isascii():
+                raise _NotPlain
+        elif kind is int:
+            if item.bit_length() > _SHORT_INT_BITS:
+                raise _NotPlain
+        elif kind is float:
+            if not math.isfinite(item):
+                raise _NotPlain
+        elif kind is dict or kind is list:
+            out[key] = _copy_plain(item, depth + 1)  # replaces a value: no resize
+        elif item is not None and kind is not bool:
+            raise _NotPlain
+    if type(out) is dict and not _STR_KEYS.issuperset(map(type, out)):
+        raise _NotPlain
+    return out
+
+
+_STR_KEYS = frozenset({str})
 
 
 def _check_int(value: int, path: str) -> int:
@@ -118,9 +169,36 @@ def stable_hash(value: JSONValue) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
+def _make_to_json() -> Callable[[JSONValue], str]:
+    encoder = json.JSONEncoder(sort_keys=True)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator
+        return encoder.encode
+    # ``encoder.encode``'s C encoder, with its arguments, built once instead of per value. No
+    # circular-reference markers (a shared dict would not be thread-safe): the values encoded
+    # here passed ``to_json_native``, whose depth limit no cycle passes.
+    encode = make(
+        None,
+        encoder.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ": ",
+        ", ",
+        True,
+        False,
+        True,
+    )
+    join = "".join
+
+    def to_json(value: JSONValue) -> str:
+        return join(encode(value, 0))
+
+    return to_json
+
+
 #: The JSON columns' text (sorted keys, ASCII, as ``CanonicalJSONEncoder`` writes them), which
 #: raw SQL sends and ``MAX_PAYLOAD_BYTES`` measures.
-to_json = json.JSONEncoder(sort_keys=True).encode
+to_json = _make_to_json()
 
 
 class CanonicalJSONEncoder(json.JSONEncoder):

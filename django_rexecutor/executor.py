@@ -11,13 +11,12 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from asgiref.sync import sync_to_async
-from django.utils import timezone
 
 from . import registry
 from .backends import resolve_backend
 from .backends.base import Backend
 from .backoff import DEFAULT_BACKOFF, BackoffStrategy
-from .builder import JobBuilder, job_from_options
+from .builder import JobBuilder, enqueue_options, jobs_from_items
 from .exceptions import ConfigurationError
 from .job import Job, JobId
 from .limits import RateLimit, limits_from
@@ -111,7 +110,7 @@ class Executor:
         """Shortcut for ``builder().with_data(data)…enqueue()``; options: ``metadata``,
         ``tags``, ``priority``, ``max_attempts``, ``schedule_at``, ``schedule_in``,
         ``unique``."""
-        return cls.builder().apply({"data": data, **options}).enqueue(backend=backend, using=using)
+        return enqueue_options(cls, {"data": data, **options}, backend, using)
 
     @classmethod
     async def aenqueue(
@@ -137,12 +136,7 @@ class Executor:
         builder of this executor or a dict of builder options."""
         from . import signals
 
-        now = timezone.now()
-        jobs = [
-            (isinstance(item, dict) and job_from_options(cls, item, now))
-            or cls._as_builder(item, index).build()
-            for index, item in enumerate(items)
-        ]
+        jobs = jobs_from_items(cls, items)
         target = resolve_backend(backend, using)
         ids = enqueue_through(jobs, target.enqueue_many)
         if signals.job_enqueued.receivers:

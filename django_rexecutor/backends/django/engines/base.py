@@ -295,11 +295,24 @@ def new_record(job: EnqueuableJob, limit: int | None) -> JobRecord:
 def encoded_row(job: EnqueuableJob, now: datetime, limit: int | None) -> tuple[Any, ...]:
     """The values of ``INSERT_COLUMNS`` for a new job, JSON already encoded (and checked
     against ``limit`` as it is), for engines that insert with raw SQL."""
-    data, metadata = (
-        None if value is None else check_payload_size(to_json(value), what=what, limit=limit)
-        for what, value in (("data", job.data), ("metadata", job.metadata))
-    )
-    tags = check_payload_size(to_json(job.tags), what="tags", limit=limit) if job.tags else "[]"
+    data: str | None = None
+    metadata: str | None = None
+    tags = "[]"
+    # Inline checks (``check_payload_size``'s), no generator: this runs once per row of a bulk
+    # insert.
+    if job.data is not None:
+        data = to_json(job.data)
+        if limit is not None and len(data) > limit:
+            check_payload_size(data, what="data", limit=limit)
+    if job.metadata is not None:
+        metadata = to_json(job.metadata)
+        if limit is not None and len(metadata) > limit:
+            check_payload_size(metadata, what="metadata", limit=limit)
+    if job.tags:
+        tags = to_json(job.tags)
+        if limit is not None and len(tags) > limit:
+            check_payload_size(tags, what="tags", limit=limit)
+    uniqueness = job.uniqueness
     return (
         job.executor,
         SCHEDULED,
@@ -309,7 +322,7 @@ def encoded_row(job: EnqueuableJob, now: datetime, limit: int | None) -> tuple[A
         job.max_attempts,
         job.priority,
         tags,
-        job.unique_key,
+        None if uniqueness is None or uniqueness.disabled else uniqueness.key_hash,
         now,
         job.scheduled_at,
         job.partition_key,
