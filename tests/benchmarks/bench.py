@@ -851,11 +851,17 @@ def bench_django_tasks(opts: Options) -> dict[str, Any]:
     from tests.benchmarks import tasks_bench
 
     jobs = min(opts.jobs, 1000)  # django-tasks-db drains only a few dozen tasks a second
-    return {"rows": tasks_bench.run(opts.url, jobs=jobs, pickups=10), "jobs": jobs}
+    try:
+        return {"rows": tasks_bench.run(opts.url, jobs=jobs, pickups=10), "jobs": jobs}
+    except subprocess.CalledProcessError as exc:  # reported, without losing the run's table
+        return {"error": f"{exc}\n{exc.stderr or ''}"[-2000:], "jobs": jobs}
 
 
 def print_tasks_table(tasks: dict[str, Any] | None) -> None:
     if not tasks:
+        return
+    if "error" in tasks:
+        sys.stdout.write(f"\nDjango @task functions: failed; {tasks['error'].splitlines()[-1]}\n")
         return
     sys.stdout.write(f"\nDjango @task functions ({tasks['jobs']:,} no-op tasks):\n\n")
     sys.stdout.write(
