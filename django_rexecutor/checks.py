@@ -79,6 +79,13 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
         errors.append(
             _error(f'REXECUTOR["CONCURRENCY"] must be an int >= 1, got {concurrency!r}.', "E004")
         )
+    prefetch = raw.get("PREFETCH")
+    if prefetch is not None and (
+        isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0
+    ):
+        errors.append(
+            _error(f'REXECUTOR["PREFETCH"] must be None or an int >= 0, got {prefetch!r}.', "E008")
+        )
     database = raw.get("DATABASE", DEFAULTS["DATABASE"])
     if database not in settings.DATABASES:
         errors.append(

@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     "BACKEND": "django_rexecutor.DjangoBackend",
     "DATABASE": "default",
     "CONCURRENCY": 10,
+    # Most jobs a worker process claims ahead of its free slots (None: 4 x its concurrency;
+    # 0: claim only for free slots). See docs/worker.md, "Claiming ahead".
+    "PREFETCH": None,
     "POLL_INTERVAL": None,  # None: the database engine's (1 s PostgreSQL, 0.5 s MariaDB, 0.2 s SQLite)
     "HEARTBEAT_INTERVAL": 5,
     "RESCUE_AFTER": 30,
@@ -62,6 +65,11 @@ class Settings:
     @property
     def CONCURRENCY(self) -> int:
         return int(self.get("CONCURRENCY"))
+
+    @property
+    def PREFETCH(self) -> int | None:
+        value = self.get("PREFETCH")
+        return None if value is None else int(value)
 
     @property
     def POLL_INTERVAL(self) -> timedelta:

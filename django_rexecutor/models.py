@@ -269,6 +269,9 @@ class WorkerRecord(models.Model):
     executors = models.JSONField(_("executors"), default=list)
     concurrency = models.IntegerField(_("concurrency"), default=0)
     running = models.JSONField(_("running jobs"), default=list)
+    #: Jobs claimed ahead of free slots and not started when last written: if the worker dies,
+    #: rescue gives them back with their attempt unused (``Backend.record_claimed_ahead``).
+    ahead = models.JSONField(_("jobs claimed ahead"), default=list)
     started_at = models.DateTimeField(_("started at"), default=timezone.now)
     heartbeat_at = models.DateTimeField(_("last heartbeat"), default=timezone.now)
 

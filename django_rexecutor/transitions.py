@@ -114,6 +114,27 @@ def orphaned_error(worker_id: str | None, attempt: int) -> ErrorDetails:
     )
 
 
+#: How the error of a job rescue gave back unstarted begins: a job is given back so at most
+#: once per attempt (a job that kills its worker as it starts must still use up its attempts).
+UNSTARTED_ORPHAN = "claimed ahead by worker"
+
+
+def unstarted_orphan_error(worker_id: str | None, attempt: int) -> ErrorDetails:
+    """The error a rescue records on a job its worker claimed ahead and never started."""
+    return ErrorDetails(
+        ErrorType.ORPHANED,
+        f"{UNSTARTED_ORPHAN} {worker_id or '?'}, which stopped sending heartbeats before "
+        f"starting it; given back with attempt {attempt} unused",
+    )
+
+
+def rescue_gives_back(claimed_ahead: bool, cancel_requested: bool, given_back_before: bool) -> bool:
+    """Whether rescue gives a job back with its attempt unused instead of spending it: its
+    worker listed it as claimed ahead and not started (``Backend.record_claimed_ahead``),
+    no cancel is pending, and it was not given back so at this attempt already."""
+    return claimed_ahead and not cancel_requested and not given_back_before
+
+
 class SkipReason:
     """Why a bulk rerun or cancel left a job alone (stable strings; the admin translates them)."""
 

@@ -130,6 +130,20 @@ def test_e004_concurrency(value: Any) -> None:
     assert repr(value) in messages[0].msg
 
 
+@pytest.mark.parametrize("value", [-1, "10", True, 2.5])
+def test_e008_prefetch(value: Any) -> None:
+    with override_settings(REXECUTOR={"PREFETCH": value}):
+        messages = check_settings()
+    assert _ids(messages) == ["django_rexecutor.E008"]
+    assert repr(value) in messages[0].msg
+
+
+@pytest.mark.parametrize("value", [None, 0, 40])
+def test_a_prefetch_of_none_or_a_count_passes(value: Any) -> None:
+    with override_settings(REXECUTOR={"PREFETCH": value}):
+        assert check_settings() == []
+
+
 def test_e005_unknown_database_alias() -> None:
     with override_settings(REXECUTOR={"DATABASE": "jobs"}):
         messages = check_settings()
@@ -181,6 +195,7 @@ def test_defaults() -> None:
         "BACKEND": "django_rexecutor.DjangoBackend",
         "DATABASE": "default",
         "CONCURRENCY": 10,
+        "PREFETCH": None,
         "POLL_INTERVAL": None,
         "HEARTBEAT_INTERVAL": 5,
         "RESCUE_AFTER": 30,

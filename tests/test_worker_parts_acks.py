@@ -1,11 +1,14 @@
 """The result queue (``worker.acks.ResultQueue``) on its own, in-process against the in-memory
 backend: completions acknowledged in one fenced batch, a batch partly refused (read back to
 tell complete, cancelled and stale apart), a backend that refuses a batch or loses the
-database, and the report of each result (stats, log line, ``job_finished``)."""
+database, the report of each result (stats, log line, ``job_finished``), and the same from
+the completion writer's thread (``worker.completions``)."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,7 +23,7 @@ from django_rexecutor.worker.acks import ResultQueue
 from django_rexecutor.worker.attempts import Attempt
 from django_rexecutor.worker.clock import WorkerClock
 from django_rexecutor.worker.execution import DONE_RESULT, result_of_exception
-from tests.worker_parts_support import Quick, claim, enqueue
+from tests.worker_parts_support import Quick, claim, enqueue, wait_for
 
 
 class RecordingBackend(InMemoryBackend):
@@ -88,6 +91,8 @@ def running(backend: InMemoryBackend, count: int, **data: Any) -> list[Attempt]:
 def test_completions_are_acknowledged_in_one_batch_and_each_reported(
     backend, queue, finished, caplog
 ) -> None:
+    # INFO lines, whatever level an earlier test left the worker's logger at.
+    caplog.set_level(logging.INFO, logger="django_rexecutor.worker")
     attempts = running(backend, 3)
     queue.extend((a, DONE_RESULT) for a in attempts)
     assert queue.job_ids() == {a.job.id for a in attempts}
@@ -175,3 +180,67 @@ def test_a_done_result_of_a_job_asked_to_cancel_is_not_batched(backend, queue) -
     assert backend.batches == []
     assert backend.get_job(attempt.job.id).status == JobStatus.CANCELLED
     assert queue.stats == {"cancelled": 1}
+
+
+# -- the completion writer's thread --------------------------------------------------------
+def test_the_writer_thread_acknowledges_while_the_caller_goes_on(backend, queue, finished):
+    queue.start_writer()
+    try:
+        attempts = running(backend, 4)
+        queue.extend((a, DONE_RESULT) for a in attempts)
+        queue.flush()  # hands the batch over
+        wait_for(lambda: len(queue) == 0)
+        assert backend.batches == [[a.job.id for a in attempts]]
+        assert queue.stats == {"complete": 4}
+        assert sorted(finished) == sorted((a.job.id, "complete") for a in attempts)
+        assert {backend.get_job(a.job.id).status for a in attempts} == {JobStatus.COMPLETE}
+    finally:
+        queue.stop_writer()
+
+
+def test_the_writer_keeps_a_batch_through_an_outage_and_the_jobs_stay_ours(backend, queue):
+    queue.start_writer()
+    try:
+        backend.down = True
+        attempts = running(backend, 2)
+        queue.extend((a, DONE_RESULT) for a in attempts)
+        queue.flush()
+        time.sleep(0.3)  # a few failed tries
+        assert len(queue) == 2 and queue.job_ids() == {a.job.id for a in attempts}
+        backend.down = False
+        wait_for(lambda: len(queue) == 0)
+        assert queue.stats == {"complete": 2}
+    finally:
+        queue.stop_writer()
+
+
+def test_stopping_the_writer_in_an_outage_gives_the_batch_back_to_the_queue(backend, queue):
+    queue.start_writer()
+    backend.down = True
+    attempts = running(backend, 2)
+    queue.extend((a, DONE_RESULT) for a in attempts)
+    queue.flush()
+    queue.stop_writer(timeout=2)
+    assert len(queue) == 2, "unwritten, and still the queue's"
+    backend.down = False
+    queue.flush()  # now written by the caller itself
+    assert len(queue) == 0 and queue.stats == {"complete": 2}
+
+
+def test_a_batch_the_writer_cannot_store_is_written_one_by_one_by_the_caller(
+    backend, queue, caplog
+):
+    queue.start_writer()
+    try:
+        backend.refuse = True
+        attempts = running(backend, 2)
+        queue.extend((a, DONE_RESULT) for a in attempts)
+        queue.flush()
+        wait_for(lambda: all(a.batch_refused for a in attempts))
+        backend.refuse = False
+        queue.flush()
+        assert len(queue) == 0 and queue.stats == {"complete": 2}
+        assert len(backend.batches) == 1, "not batched again"
+        assert "writing them one by one" in caplog.text
+    finally:
+        queue.stop_writer()

@@ -92,6 +92,10 @@ class Backend(ABC):
 
     #: ``wait_for_jobs`` is woken by enqueues from other processes (e.g. LISTEN/NOTIFY).
     supports_notifications: bool = False
+    #: Writes from two threads of one process (each on its own connection) go on side by side,
+    #: so the worker may acknowledge completions in a thread of its own while it claims.
+    #: ``False`` where the store takes one writer at a time (SQLite).
+    supports_parallel_writes: bool = True
     #: The Django database alias holding this backend's jobs in the package's models (what
     #: the admin shows), or ``None`` for a store outside Django's databases.
     database: str | None = None
@@ -406,11 +410,20 @@ class Backend(ABC):
         return [claim.job_id for claim in unseen if self.release_jobs([claim])]
 
     @abstractmethod
+    def record_claimed_ahead(self, worker_id: str, job_ids: Collection[int]) -> None:
+        """Remember, with ``worker_id``'s heartbeat row, the jobs it claimed ahead of its free
+        slots and has not started (replacing the previous list). Called before any of them
+        starts, so that if the worker dies, rescue gives them back unused."""
+
+    @abstractmethod
     def rescue_orphaned_jobs(self, after: timedelta) -> list[int]:
         """Jobs executing under a worker whose last heartbeat is older than ``after`` (or that
         has none) become retryable, or discarded on their last attempt, with an ``orphaned``
-        error (``cancelled`` if a cancel was requested). Uses the backend's clock. Returns
-        the ids rescued."""
+        error (``cancelled`` if a cancel was requested). A job in the worker's last
+        ``record_claimed_ahead`` list is instead given back due now with its attempt unused
+        (still with an ``orphaned`` error) — once per attempt: the second time it is rescued
+        at the same attempt, the attempt counts, as it may have started after the list was
+        written. Uses the backend's clock. Returns the ids rescued."""
 
     @abstractmethod
     def cancel_requested(self, job_ids: Collection[int]) -> set[int]:

@@ -32,15 +32,18 @@ from ..status import READY_STATUSES, TERMINAL_STATUSES, ErrorType, JobStatus
 from ..steps import check_steps
 from ..transitions import (
     FINISH_FIELD,
+    UNSTARTED_ORPHAN,
     cancel_error,
     check_cancel,
     check_rerun,
     check_update,
     orphaned_error,
     rerun_changes,
+    rescue_gives_back,
     rescue_outcome,
     running_cancel_error,
     snoozed_status,
+    unstarted_orphan_error,
     upstream_failed_error,
 )
 from ..uniqueness import UniquenessCriteria
@@ -92,6 +95,8 @@ class InMemoryBackend(Backend):
         self._paused: set[str] = set()
         self._cancel_reasons: dict[int, str] = {}
         self._workers: dict[str, WorkerInfo] = {}
+        #: worker → the jobs it last said it claimed ahead (``record_claimed_ahead``).
+        self._ahead: dict[str, frozenset[int]] = {}
         #: Cron ticks taken: (entry name, tick time) → job id.
         self._ticks: dict[tuple[str, datetime], int] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -546,6 +551,12 @@ class InMemoryBackend(Backend):
     def remove_worker(self, worker_id: str) -> None:
         with self._lock:
             self._workers.pop(worker_id, None)
+            self._ahead.pop(worker_id, None)
+
+    def record_claimed_ahead(self, worker_id: str, job_ids: Collection[int]) -> None:
+        with self._lock:
+            if worker_id in self._workers:
+                self._ahead[worker_id] = frozenset(job_ids)
 
     def live_workers(self) -> list[WorkerInfo]:
         with self._lock:
@@ -563,8 +574,21 @@ class InMemoryBackend(Backend):
                 error = orphaned_error(job.claimed_by, job.attempt)
                 cancel = job.cancel_requested_at is not None
                 outcome = rescue_outcome(job.attempt, job.max_attempts, cancel)
+                ahead = job.claimed_by is not None and job.id in self._ahead.get(job.claimed_by, ())
+                before = any(
+                    e.attempt == job.attempt
+                    and e.error_type == ErrorType.ORPHANED
+                    and e.message.startswith(UNSTARTED_ORPHAN)
+                    for e in job.errors
+                )
                 # A cancel request makes either write record the cancel (``_settle``).
-                if outcome == JobStatus.DISCARDED:
+                if rescue_gives_back(ahead, cancel, before):
+                    attempt = job.attempt
+                    written = self.mark_job_snoozed(job.id, now, claim=claim)
+                    if written:
+                        back = unstarted_orphan_error(job.claimed_by, attempt)
+                        job.errors.append(JobError(attempt, back.error_type, back.message, "", now))
+                elif outcome == JobStatus.DISCARDED:
                     written = self.mark_job_discarded(job.id, error, claim=claim)
                 else:
                     written = self.mark_job_retryable(job.id, now, error, claim=claim)
@@ -572,6 +596,7 @@ class InMemoryBackend(Backend):
                     rescued.append(job.id)
             for worker_id in [w for w in self._workers if w not in alive]:
                 del self._workers[worker_id]
+                self._ahead.pop(worker_id, None)
         return rescued
 
     def cancel_requested(self, job_ids: Collection[int]) -> set[int]:

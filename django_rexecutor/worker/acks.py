@@ -1,14 +1,17 @@
 """The result queue: the outcomes of ended attempts, waiting to be written.
 
-Completions go out in one fenced batch (``Backend.complete_jobs``), every other outcome one by
-one (``record_result``). A result leaves the queue only once written, so a database error
-(``DB_ERRORS``, raised to the caller) just retries it on the next flush. Each written result
-is reported once: counted in ``stats``, logged on one line, and sent with ``job_finished``
+Completions go out in one fenced batch (``Backend.complete_jobs``) — from the completion
+writer's thread (``worker.completions``) once ``start_writer`` started it, so that they are
+written while the main thread claims — every other outcome one by one (``record_result``). A
+result leaves the queue only once written, so a database error (``DB_ERRORS``, raised to the
+caller) just retries it on the next flush. Each written result is reported once: counted in
+``stats``, logged on one line, and sent with ``job_finished`` (from the thread that wrote it)
 unless the write found the job no longer ours."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -18,6 +21,7 @@ from ..query import IdIn
 from ..status import JobStatus
 from .attempts import Attempt, Outcome
 from .clock import WorkerClock
+from .completions import CompletionWriter
 from .connections import DB_ERRORS
 from .execution import (
     CANCELLED,
@@ -44,11 +48,34 @@ class ResultQueue:
         self.clock = clock
         self.stats = stats
         self._to_write: deque[Outcome] = deque()
+        #: Completions whose batch the backend refused: written one by one (any thread adds).
+        self._one_by_one: deque[Outcome] = deque()
+        self._writer: CompletionWriter | None = None
+        #: ``stats`` and the reports are updated from the writer's thread too.
+        self._reporting = threading.Lock()
         #: Told of every recorded outcome (``worker.metrics``); set by the worker.
         self.metrics: WorkerMetrics = NO_METRICS
 
     def __len__(self) -> int:
-        return len(self._to_write)
+        """Results not written yet, wherever they wait."""
+        writing = len(self._writer) if self._writer is not None else 0
+        return len(self._to_write) + len(self._one_by_one) + writing
+
+    def start_writer(self) -> None:
+        """Write completions from a thread of their own from now on."""
+        if self._writer is None:
+            self._writer = CompletionWriter(self.backend, self._write_completions)
+            self._writer.start()
+
+    def stop_writer(self, timeout: float = 10.0) -> None:
+        """Stop the writer's thread; what it could not write comes back to this queue."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            self._to_write.extend(writer.stop(timeout))
+
+    def writing_behind(self, limit: int) -> bool:
+        """Whether more than ``limit`` completions wait for the writer (claim no more)."""
+        return self._writer is not None and len(self._writer) > limit
 
     def add(self, attempt: Attempt, result: AttemptResult) -> None:
         self._to_write.append((attempt, result))
@@ -58,19 +85,34 @@ class ResultQueue:
 
     def job_ids(self) -> set[int]:
         """The jobs whose result is still to be written (they are still ours)."""
-        return {a.job.id for a, _ in self._to_write}
+        ids = {a.job.id for a, _ in (*self._to_write, *self._one_by_one)}
+        if self._writer is not None:
+            ids |= self._writer.job_ids()
+        return ids
 
     def flush(self) -> None:
-        """Write queued results: completions in one batch, the rest one by one. A result leaves
-        the queue only once written, so a database error just retries it later."""
+        """Write queued results: completions in one batch (handed to the writer's thread if
+        it runs), the rest one by one. A result leaves the queue only once written (or
+        handed over), so a database error just retries it later."""
+        while self._one_by_one:
+            self._to_write.append(self._one_by_one.popleft())
         if not self._to_write:
             return
+        refused = {id(a) for a, _ in self._to_write if a.batch_refused}
         done = [
-            (a, r) for a, r in self._to_write if r is DONE_RESULT and not a.job.cancel_requested
+            (a, r)
+            for a, r in self._to_write
+            if r is DONE_RESULT and not a.job.cancel_requested and id(a) not in refused
         ]
-        if done and self._complete(done):
-            finished = {id(a) for a, _ in done}
-            self._to_write = deque((a, r) for a, r in self._to_write if id(a) not in finished)
+        if done:
+            if self._writer is not None:
+                self._writer.submit(done)
+                handed = True
+            else:
+                handed = self._complete(done)
+            if handed:
+                finished = {id(a) for a, _ in done}
+                self._to_write = deque((a, r) for a, r in self._to_write if id(a) not in finished)
         while self._to_write:
             attempt, result = self._to_write[0]
             outcome, recorded = record_result(
@@ -78,6 +120,14 @@ class ResultQueue:
             )
             self._to_write.popleft()
             self._report(attempt, outcome, recorded)
+
+    def _write_completions(self, done: list[Outcome]) -> None:
+        """The writer thread's write: one batch; a batch the backend refused for good comes
+        back to be written one by one by the main thread."""
+        if not self._complete(done):
+            for attempt, _ in done:
+                attempt.batch_refused = True
+            self._one_by_one.extend(done)
 
     def _complete(self, done: list[Outcome]) -> bool:
         """Acknowledge completions in one batch and report them; ``False`` if the backend
@@ -127,7 +177,8 @@ class ResultQueue:
 
     def _report(self, attempt: Attempt, outcome: str, result: AttemptResult) -> None:
         duration = time.monotonic() - attempt.started
-        self.stats[outcome] += 1
+        with self._reporting:
+            self.stats[outcome] += 1
         log_outcome(attempt.job, outcome, duration, result)
         self.metrics.attempt_finished(attempt.job, outcome, duration)
         if outcome != STALE:

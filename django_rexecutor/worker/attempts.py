@@ -47,6 +47,7 @@ class Attempt:
     """One running attempt of one job, owned by the orchestrating thread."""
 
     __slots__ = (
+        "batch_refused",
         "cancel_at",
         "deadline",
         "executor_cls",
@@ -79,6 +80,8 @@ class Attempt:
         self.result: AttemptResult | None = None
         #: The outcome was decided by the worker (timeout, release) before the job ended.
         self.settled = False
+        #: The backend refused its batch of completions: its result is written alone.
+        self.batch_refused = False
 
 
 #: An attempt with the result to record for it.

@@ -70,6 +70,7 @@ class Worker:
         *,
         exclude: Iterable[str] = (),
         concurrency: int | None = None,
+        prefetch: int | None = None,
         shutdown_timeout: float | timedelta | None = None,
         burst: bool = False,
         name: str | None = None,
@@ -89,6 +90,12 @@ class Worker:
         )
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}.")
+        if prefetch is None:
+            prefetch = rexecutor_settings.PREFETCH
+        #: Most jobs claimed ahead of free slots (see ``worker.prefetch``).
+        self.prefetch = 4 * self.concurrency if prefetch is None else prefetch
+        if self.prefetch < 0:
+            raise ConfigurationError(f"prefetch must be at least 0, got {self.prefetch}.")
         if shutdown_timeout is None:
             shutdown_timeout = rexecutor_settings.SHUTDOWN_TIMEOUT
         if isinstance(shutdown_timeout, timedelta):
@@ -146,7 +153,10 @@ class Worker:
             self.wakeups,
             rescue_after=self.rescue_after,
             limits=self.flow_limits,
+            prefetch=self.prefetch,
         )
+        #: Completions waiting for the writer's thread beyond which nothing more is claimed.
+        self._writer_backlog = 4 * (self.concurrency + self.prefetch)
         self._signals = 0
         self._stop_deadline: float | None = None
         self._cycle_at = 0.0
@@ -182,6 +192,7 @@ class Worker:
             "backend": type(self.backend).__name__,
             "database": self.backend.store,
             "concurrency": self.concurrency,
+            "prefetch": self.prefetch,
             "poll_interval": self.poll_interval,
             "notifications": bool(self.backend.supports_notifications),
             "heartbeat_interval": self.heartbeat_interval.total_seconds(),
@@ -214,6 +225,8 @@ class Worker:
     def _start(self) -> None:
         set_process_worker(self.worker_id)
         self.attempts.start_threads()
+        if self.backend.supports_parallel_writes:
+            self.results.start_writer()
         self._heartbeat = Heartbeat(
             self.backend,
             self.worker_id,
@@ -269,6 +282,12 @@ class Worker:
             try:
                 self.results.extend(self.attempts.reap())
                 self.results.extend(self.attempts.enforce_deadlines())
+                if self._stop_deadline is None:
+                    # Freed slots take buffered jobs at once, without a round trip.
+                    assert self._heartbeat is not None
+                    self.claims.start_ahead(self._heartbeat.silent_for())
+                else:
+                    self.claims.release_ahead("the worker is stopping")
                 if self._coalescing():
                     self._wake.wait(COALESCE_WINDOW)
                     continue
@@ -280,11 +299,16 @@ class Worker:
                 else:
                     self.attempts.poll_cancels()
                     assert self._heartbeat is not None
+                    if self.results.writing_behind(self._writer_backlog):
+                        # The completions are not keeping up: claim again once they do.
+                        self._wake.wait(COALESCE_WINDOW)
+                        continue
                     claimed, wanted = self.claims.claim(self._heartbeat.silent_for())
                     self._cycle_at = time.monotonic()
                     if claimed and claimed == wanted:
                         continue  # there may be more: claim again once slots free up
-                    if self.burst and not self.attempts and not self.results and not claimed:
+                    idle = not (self.attempts or self.results or self.claims.ahead or claimed)
+                    if self.burst and idle:
                         if self._nothing_ready():
                             return
                         continue
@@ -314,6 +338,8 @@ class Worker:
         # Outside burst mode the waker thread polls (and listens) while we are hungry; our own
         # timeout is only a backstop.
         timeout = 1.0 if self.burst else max(self.poll_interval, _BACKSTOP_INTERVAL)
+        if self.results:
+            timeout = COALESCE_WINDOW  # completions being written: look again soon
         if self.attempts:
             timeout = min(timeout, CANCEL_POLL_INTERVAL)
             deadline = self.attempts.next_deadline()
@@ -336,11 +362,16 @@ class Worker:
         # releasing its jobs and removing its row.
         try:
             self.results.extend(self.attempts.reap())
+            self.results.stop_writer()
             self.results.flush()
         except Exception as exc:  # noqa: BLE001
             logger.warning(
                 "Could not record %d result(s): %s", len(self.results), describe_exception(exc)
             )
+        try:
+            self.claims.release_ahead("the worker is stopping")
+        except Exception as exc:  # noqa: BLE001 - ``unseen`` is set: retried below
+            logger.warning("Could not give back the jobs claimed ahead: %s", exc)
         # Something claimed under our id still executing in the database (neither written nor
         # released) keeps our row: it must go stale for rescue to take those jobs over.
         left_executing = not self._release_unfinished()

@@ -36,6 +36,10 @@ class DjangoBackend(Enqueueing, Claiming, Changing, Upkeep, Observing, WorkflowS
         return self.engine.supports_notifications
 
     @property
+    def supports_parallel_writes(self) -> bool:  # type: ignore[override]
+        return self.engine.supports_parallel_writes
+
+    @property
     def database(self) -> str:  # type: ignore[override]
         return self.alias
 

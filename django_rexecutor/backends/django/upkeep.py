@@ -21,13 +21,17 @@ from ...models import (
     JobQuerySet,
     WorkerRecord,
 )
-from ...status import TERMINAL_STATUSES, JobStatus
+from ...status import TERMINAL_STATUSES, ErrorType, JobStatus
 from ...transitions import (
     FINISH_FIELD,
     FINISHED_AT_FIELDS,
+    UNSTARTED_ORPHAN,
     orphaned_error,
+    rescue_gives_back,
     rescue_outcome,
     running_cancel_error,
+    snoozed_status,
+    unstarted_orphan_error,
 )
 from ..values import PruneRule, PruneSpec, WorkerInfo
 from .base import DjangoBase, error_record
@@ -41,6 +45,19 @@ _RESCUE_SETS = {
     JobStatus.DISCARDED: FINISH_FIELD[JobStatus.DISCARDED],
     JobStatus.CANCELLED: FINISH_FIELD[JobStatus.CANCELLED],
 }
+
+
+def _rescue_stamp(status: JobStatus, given_back: bool, now: datetime) -> dict[str, Any]:
+    """The time field a rescue sets to ``now`` with ``status``."""
+    return {"scheduled_at" if given_back else _RESCUE_SETS[status]: now}
+
+
+def _rescue_changes(status: JobStatus, given_back: bool, now: datetime) -> dict[str, Any]:
+    """Every field a rescue writes; a job given back unstarted gets its attempt back too."""
+    changes: dict[str, Any] = {"status": status, **_rescue_stamp(status, given_back, now)}
+    if given_back:
+        changes["attempt"] = F("attempt") - 1
+    return changes
 
 
 class Upkeep(DjangoBase):
@@ -206,6 +223,37 @@ class Upkeep(DjangoBase):
         workers.filter(heartbeat_at__lt=Now() - after).delete()
         return rescued
 
+    def record_claimed_ahead(self, worker_id: str, job_ids: Collection[int]) -> None:
+        self.engine.record_ahead(worker_id, job_ids)
+
+    def _unstarted_orphans(self, rows: Sequence[tuple[Any, ...]]) -> set[int]:
+        """Of the orphans read by ``_rescue_batch``, the ids to give back with their attempt
+        unused (``rescue_gives_back``)."""
+        dead = {row[3] for row in rows if row[3] is not None}
+        ahead = {
+            worker_id: set(ids)
+            for worker_id, ids in WorkerRecord.objects.using(self.alias)
+            .filter(worker_id__in=dead)
+            .values_list("worker_id", "ahead")
+        }
+        candidates = {row[0]: row[1] for row in rows if row[0] in ahead.get(row[3], ())}
+        if not candidates:
+            return set()
+        before = set(
+            self.errors.filter(
+                job_id__in=list(candidates),
+                error_type=ErrorType.ORPHANED,
+                message__startswith=UNSTARTED_ORPHAN,
+            ).values_list("job_id", "attempt")
+        )
+        return {
+            row[0]
+            for row in rows
+            if rescue_gives_back(
+                row[0] in candidates, row[4] is not None, (row[0], row[1]) in before
+            )
+        }
+
     def _rescue_batch(self, after: timedelta) -> tuple[int, list[int]]:
         """Rescue up to ``rescue_batch_size`` orphans: how many were read, and the ids of
         those rescued."""
@@ -236,19 +284,25 @@ class Upkeep(DjangoBase):
                 return 0, []
             # The database's clock, as for every time a backend writes.
             now = self.current_time()
-            outcomes: dict[JobStatus, list[int]] = {}
+            unstarted = self._unstarted_orphans(rows)
+            #: (status, given back with the attempt unused) → ids.
+            outcomes: dict[tuple[JobStatus, bool], list[int]] = {}
             claims: dict[tuple[str | None, int], list[int]] = {}
             errors: list[JobErrorRecord] = []
             steps = {row[0] for row in rows if row[-1] is not None}
             for job_id, attempt, max_attempts, worker_id, cancel_requested_at, reason, _ in rows:
-                status = rescue_outcome(attempt, max_attempts, cancel_requested_at is not None)
-                outcomes.setdefault(status, []).append(job_id)
                 claims.setdefault((worker_id, attempt), []).append(job_id)
-                error = (
-                    running_cancel_error(reason)
-                    if status == JobStatus.CANCELLED
-                    else orphaned_error(worker_id, attempt)
-                )
+                if job_id in unstarted:
+                    outcomes.setdefault((snoozed_status(attempt - 1), True), []).append(job_id)
+                    error = unstarted_orphan_error(worker_id, attempt)
+                else:
+                    status = rescue_outcome(attempt, max_attempts, cancel_requested_at is not None)
+                    outcomes.setdefault((status, False), []).append(job_id)
+                    error = (
+                        running_cancel_error(reason)
+                        if status == JobStatus.CANCELLED
+                        else orphaned_error(worker_id, attempt)
+                    )
                 errors.append(error_record(job_id, attempt, error, now))
             # Fenced by (id, attempt, claimed_by) like any result write: one IN list per
             # dead worker and attempt, so the statement stays small.
@@ -257,8 +311,8 @@ class Upkeep(DjangoBase):
                 fence |= Q(pk__in=ids, attempt=attempt, claimed_by=worker_id)
             running = self.jobs.filter(fence, status=JobStatus.EXECUTING)
             written = sum(
-                running.filter(pk__in=ids).update(status=status, **{_RESCUE_SETS[status]: now})
-                for status, ids in outcomes.items()
+                running.filter(pk__in=ids).update(**_rescue_changes(status, back, now))
+                for (status, back), ids in outcomes.items()
             )
             done = [row[0] for row in rows]
             if written != len(rows):
@@ -266,9 +320,9 @@ class Upkeep(DjangoBase):
                 # and the fence left it alone. Find the ones written.
                 done = [
                     pk
-                    for status, ids in outcomes.items()
+                    for (status, back), ids in outcomes.items()
                     for pk in self.jobs.filter(
-                        pk__in=ids, status=status, **{_RESCUE_SETS[status]: now}
+                        pk__in=ids, status=status, **_rescue_stamp(status, back, now)
                     ).values_list("pk", flat=True)
                 ]
                 written_ids = set(done)
@@ -277,7 +331,7 @@ class Upkeep(DjangoBase):
             written_steps = steps.intersection(done)
             finished = {
                 pk: status
-                for status, ids in outcomes.items()
+                for (status, _), ids in outcomes.items()
                 if status in TERMINAL_STATUSES
                 for pk in ids
                 if pk in written_steps

@@ -43,6 +43,14 @@ class Command(BaseCommand):
             help='Jobs run at once by this process (default: REXECUTOR["CONCURRENCY"], 10).',
         )
         parser.add_argument(
+            "--prefetch",
+            type=int,
+            default=None,
+            metavar="N",
+            help="Most jobs claimed ahead of free slots while a backlog lasts (default: "
+            'REXECUTOR["PREFETCH"], else 4 x --concurrency; 0: none).',
+        )
+        parser.add_argument(
             "--shutdown-timeout",
             type=float,
             default=None,
@@ -120,6 +128,7 @@ class Command(BaseCommand):
                 options["executor"] or None,
                 exclude=options["exclude"],
                 concurrency=options["concurrency"],
+                prefetch=options["prefetch"],
                 shutdown_timeout=options["shutdown_timeout"],
                 burst=options["burst"],
                 name=name or options["name"],
@@ -167,7 +176,8 @@ class Command(BaseCommand):
         lines.append(f"  executors:   {', '.join(info['executors'])}")
         lines.append(f"  database:    {info['database']} via {info['backend']}")
         lines.append(
-            f"  concurrency: {info['concurrency']}   poll: {info['poll_interval']:g}s"
+            f"  concurrency: {info['concurrency']} (up to {info['prefetch']} claimed ahead)"
+            f"   poll: {info['poll_interval']:g}s"
             f"   notifications: {'LISTEN/NOTIFY' if info['notifications'] else 'off (polling)'}"
         )
         lines.append(

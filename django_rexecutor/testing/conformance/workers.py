@@ -1,5 +1,6 @@
 """``WorkerConformance``: what keeps workers honest — heartbeats and ``live_workers``,
-``rescue_orphaned_jobs`` (retryable, discarded on the last attempt, cancelled if requested),
+``rescue_orphaned_jobs`` (retryable, discarded on the last attempt, cancelled if requested,
+jobs claimed ahead given back unused once per attempt),
 ``cancel_requested``, the backend's clock (``current_time``) and ``release_unseen_claims``."""
 
 from __future__ import annotations
@@ -70,6 +71,47 @@ class WorkerConformance(ConformanceBase):
         assert discarded.status == JobStatus.DISCARDED
         assert [e.error_type for e in discarded.errors] == ["orphaned"]
         assert backend.rescue_orphaned_jobs(timedelta(seconds=0.4)) == []
+
+    def test_rescue_gives_jobs_claimed_ahead_back_unused_once_per_attempt(
+        self, backend: Backend
+    ) -> None:
+        ahead, started, cancelled, only = (self.enqueue(backend, data={"n": n}) for n in range(4))
+        backend.update_job(self._with_max_attempts(backend.get_job(only), 1))
+        backend.record_heartbeat("dead", executors=[ALPHA], concurrency=1)
+        for job_id in (ahead, started, cancelled, only):
+            self.claim_id(backend, job_id, worker="dead")
+        backend.record_claimed_ahead("dead", [ahead, started, cancelled, only])
+        backend.record_claimed_ahead("dead", [ahead, cancelled, only])  # ``started`` began
+        backend.cancel_job(cancelled, "stop")
+        time.sleep(0.6)
+        rescued = backend.rescue_orphaned_jobs(timedelta(seconds=0.4))
+        assert sorted(rescued) == sorted([ahead, started, cancelled, only])
+        for job_id, status in ((ahead, JobStatus.SCHEDULED), (only, JobStatus.SCHEDULED)):
+            job = backend.get_job(job_id)
+            assert (job.status, job.attempt) == (status, 0), "its attempt was never used"
+            assert job.scheduled_at <= timezone.now()
+            assert [(e.attempt, e.error_type) for e in job.errors] == [(1, ErrorType.ORPHANED)]
+            assert "claimed ahead by worker dead" in job.errors[0].message
+        assert (backend.get_job(started).status, backend.get_job(started).attempt) == (
+            JobStatus.RETRYABLE,
+            1,
+        )
+        assert backend.get_job(cancelled).status == JobStatus.CANCELLED
+        # Claimed ahead again and orphaned again at the same attempt: this time it counts (the
+        # job may have started after the list was written, and killed its worker).
+        backend.record_heartbeat("dead-2", executors=[ALPHA], concurrency=1)
+        for job_id in (ahead, started, only):  # the order they are due in
+            self.claim_id(backend, job_id, worker="dead-2")
+        backend.record_claimed_ahead("dead-2", [only])
+        time.sleep(0.6)
+        assert sorted(backend.rescue_orphaned_jobs(timedelta(seconds=0.4))) == [
+            ahead,
+            started,
+            only,
+        ]
+        job = backend.get_job(only)
+        assert (job.status, job.attempt) == (JobStatus.DISCARDED, 1)
+        assert [e.error_type for e in job.errors] == [ErrorType.ORPHANED] * 2
 
     @staticmethod
     def _with_max_attempts(job: Job, max_attempts: int) -> Job:

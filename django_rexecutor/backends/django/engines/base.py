@@ -26,7 +26,7 @@ from django.db.models.sql import Query
 from django.utils import timezone
 
 from ....encoding import to_json
-from ....models import JobErrorRecord, JobRecord, PausedExecutorRecord
+from ....models import JobErrorRecord, JobRecord, PausedExecutorRecord, WorkerRecord
 from ....notifiers.base import Notifier
 from ....notifiers.local import LocalNotifier
 from ....status import READY_STATUSES, JobStatus
@@ -35,6 +35,7 @@ from ...values import Claim, EnqueuableJob, WorkflowStep
 from ..rows import JOB_COLUMNS
 
 JOB_TABLE = JobRecord._meta.db_table
+WORKER_TABLE = WorkerRecord._meta.db_table
 READY = sorted(s.value for s in READY_STATUSES)
 SCHEDULED = JobStatus.SCHEDULED.value
 #: Columns a new job's row sets explicitly (the others keep their NULL defaults), in the order
@@ -83,6 +84,9 @@ class Engine(ABC):
     vendor: ClassVar[str]
     #: ``wait_for_jobs`` is woken by enqueues from other processes.
     supports_notifications: ClassVar[bool] = False
+    #: Two connections of one process may write at once without waiting for each other's
+    #: transaction (``Backend.supports_parallel_writes``).
+    supports_parallel_writes: ClassVar[bool] = True
     #: SQL of the database's clock as the claim compares it with ``scheduled_at`` (the "due"
     #: cut-off) and as it writes ``attempted_at``: a worker whose clock is wrong neither claims
     #: jobs early nor misses due ones.
@@ -91,6 +95,8 @@ class Engine(ABC):
     #: Appended to each of the claim's sub-selects: the row locks that keep two concurrent
     #: claims from taking the same job (nothing where the database runs one writer at a time).
     claim_lock_sql: ClassVar[str] = ""
+    #: A JSON parameter in a hand-written statement (a cast where the column needs one).
+    json_param_sql: ClassVar[str] = "%s"
     #: Seconds between a worker's polls when ``REXECUTOR["POLL_INTERVAL"]`` is unset: the
     #: pickup latency where no notification wakes the worker, against the idle cost.
     default_poll_interval: ClassVar[float] = 1.0
@@ -183,6 +189,13 @@ class Engine(ABC):
         with self.connection.cursor() as cursor:
             cursor.execute(sql, [worker_id, *ids])
             return cursor.fetchall()
+
+    def record_ahead(self, worker_id: str, job_ids: Collection[int]) -> None:
+        """Write the worker row's ``ahead`` list (once per claim that buffers jobs: one
+        statement, without the ORM's compiling)."""
+        sql = f"UPDATE {WORKER_TABLE} SET ahead = {self.json_param_sql} WHERE worker_id = %s"
+        with self.hot_cursor() as cursor:
+            cursor.execute(sql, [to_json(sorted(job_ids)), worker_id])
 
     def complete(self, claims: Sequence[Claim]) -> set[int]:
         """Mark the jobs of ``claims`` complete where each is still executing under its claim

@@ -60,6 +60,7 @@ class PostgresEngine(Engine):
     # Concurrent claimers never wait for, nor take, the same row; rows locked but not taken
     # stay ready and are unlocked when the statement commits.
     claim_lock_sql = " FOR UPDATE SKIP LOCKED"
+    json_param_sql = "%s::jsonb"
 
     def hot_cursor(self) -> Any:
         # Quoting the parameters into the SQL in Python costs as much CPU as the statement's

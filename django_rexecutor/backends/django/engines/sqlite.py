@@ -21,6 +21,8 @@ _ERROR_TABLE = JobErrorRecord._meta.db_table
 
 class SQLiteEngine(Engine):
     vendor = "sqlite"
+    # One writer at a time: a second connection's write would wait for the first's lock.
+    supports_parallel_writes = False
     # The claim's cut-off is the end of the current millisecond (``…12.345999``): a job
     # enqueued a moment ago is due, and text comparison orders both formats correctly.
     due_sql = f"{_NOW} || '999'"
