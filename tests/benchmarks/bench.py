@@ -6,13 +6,20 @@ migrated here), never in the development one, and measures in one run:
 
 * enqueue one by one through the public API (``Executor.enqueue``, autocommit) and in bulk
   (``Executor.enqueue_many``);
-* the drain of N pre-enqueued no-op jobs by one and by two ``rexecutor_worker --burst``
-  processes, timed from the first claim to the last completion as recorded in the job table;
+* the drain of N no-op jobs by one command, ``rexecutor_worker --processes N`` for N = 1, 2
+  and 4: the worker is started idle, the jobs are inserted in one transaction, and the drain
+  is timed from that commit until the last job is seen complete (polled every 10 ms), with
+  the worker's CPU, the machine's busy share, PostgreSQL's CPU and the database transactions
+  per job (``meter.DrainMeter``, the same for every drain below);
 * pickup latency: from the moment an enqueue's commit returns to the moment the job's
   ``execute`` starts, on an idle worker (both clocks are this host's ``time.time()``);
 * idle and busy worker RSS (``VmRSS`` from ``/proc``);
 * the plain-SQL ceiling on the same database and table: psycopg alone, one-by-one ``INSERT``,
-  ``COPY``, batched ``SKIP LOCKED`` claim + batched completion, LISTEN/NOTIFY pickup.
+  ``COPY``, LISTEN/NOTIFY pickup, and the drain by batched ``SKIP LOCKED`` claim + batched
+  completion, on one connection and on ``--concurrency`` connections at once, on our table
+  and on a minimal one (``ceiling_parallel``);
+* the peers, pgqueuer and Procrastinate, through their public APIs and worker commands
+  (``peers``), in databases of their own on the same server.
 
 With ``--mysql-url mysql://…`` (``make bench`` passes ``MYSQL_URL``), a MariaDB row follows:
 enqueue one by one, the drain by one worker process and pickup latency, run by this script in
@@ -27,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import signal
 import statistics
 import subprocess
@@ -48,7 +56,10 @@ for _path in (REPO / "testproject", REPO):
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/rexecutor"
 SETTINGS = "tests.benchmarks.settings"
-PARTS = ("enqueue", "bulk", "drain", "drain2", "pickup", "ceiling", "tasks")
+PARTS = ("enqueue", "bulk", "drain", "drain2", "drain4", "pickup", "ceiling", "peers", "tasks")
+#: The drain parts: ``rexecutor_worker --processes N``.
+DRAIN_PROCESSES = {"drain": 1, "drain2": 2, "drain4": 4}
+PEERS = ("pgqueuer", "procrastinate")
 JOB_TABLES = "rexecutor_job_error, rexecutor_job, rexecutor_worker"
 STAMP_FILE = REPO / "artifacts" / "bench-stamps.txt"
 
@@ -80,6 +91,8 @@ class Options:
     mysql_url: str | None = None
     #: This process is the child that measures the MariaDB row (``--mysql-url``).
     mariadb_child: bool = False
+    #: The command line that produced this run, as printed under the table.
+    command: str = ""
 
     @property
     def mysql(self) -> bool:
@@ -109,8 +122,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--synchronous-commit",
         choices=["on", "off"],
-        default="off",
-        help="synchronous_commit of the benchmark database (default off: see docs/performance.md)",
+        default="on",
+        help="synchronous_commit of the benchmark databases (default on, the stock setting)",
     )
     parser.add_argument(
         "--mysql-url",
@@ -145,6 +158,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
         worker_args=list(args.worker_arg),
         mysql_url=args.mysql_url,
         mariadb_child=args.mariadb_child,
+        command=shlex.join(
+            [
+                f"DATABASE_URL={os.environ.get('DATABASE_URL', '')}",
+                Path(sys.executable).name,
+                "tests/benchmarks/bench.py",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        ),
     )
 
 
@@ -155,7 +176,7 @@ def create_database(url: str, synchronous_commit: str) -> None:
     """Create the benchmark database if it is missing and set its ``synchronous_commit`` (for
     new connections to it only: no other database or server setting is touched)."""
     if url.startswith("mysql:"):  # MariaDB: the server's durability settings stay as they are
-        import MySQLdb
+        import MySQLdb  # type: ignore[import-untyped]
 
         parts = urlsplit(url)
         conn = MySQLdb.connect(
@@ -377,57 +398,86 @@ def prefill(count: int, executor: str = "bench_noop") -> None:
             )
         sql_run("ANALYZE TABLE rexecutor_job")
         return
-    connection.ensure_connection()
-    raw = connection.connection
-    with raw.cursor() as cursor:
-        copy_rows(cursor, count, executor)
-    if not raw.autocommit:
-        raw.commit()
-    sql_run("ANALYZE rexecutor_job")
+    from django.db import transaction
+
+    # One transaction (ANALYZE may run in one): workers already waiting see the jobs, and the
+    # statistics of a table that holds them, at the same commit.
+    with transaction.atomic():
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor:
+            copy_rows(cursor, count, executor)
+        sql_run("ANALYZE rexecutor_job")
 
 
 def bench_drain(opts: Options, processes: int, sample_rss: bool) -> dict[str, Any]:
+    """``rexecutor_worker --processes N``, started idle, drains ``--jobs`` jobs inserted in one
+    transaction; each round's ``DrainMeter`` figures (PostgreSQL only)."""
+    from tests.benchmarks.meter import DrainMeter, median_round
+
     rounds: list[dict[str, Any]] = []
     peak_rss = 0
     for round_no in range(opts.rounds):
         reset_tables()
-        prefill(opts.jobs)
-        workers = [
-            WorkerProcess(
-                opts, f"drain{processes}-{round_no}-{n}", "--burst", "--executor", "bench_noop"
+        worker = WorkerProcess(
+            opts, f"drain{processes}-{round_no}", "--processes", str(processes),
+            "--executor", "bench_noop",
+        )  # fmt: skip
+        meter = DrainMeter(opts.url, worker.proc.pid)
+        polls = 0
+        try:
+            wait_until(
+                lambda worker=worker: (  # type: ignore[misc]
+                    worker.proc.poll() is not None
+                    or sql_run("SELECT count(*) FROM rexecutor_worker")[0][0] >= processes
+                ),
+                60,
+                f"{processes} workers' first heartbeat",
             )
-            for n in range(processes)
-        ]
-        samplers = [w.sample_rss() for w in workers] if sample_rss else []
-        walls = [w.wait(timeout=max(120, opts.jobs / 500)) for w in workers]
-        for thread in samplers:
-            thread.join()
-        peak_rss = max([peak_rss, *(w.peak_rss_kb for w in workers)])
-        (done, first, last), *_ = sql_run(
+            time.sleep(1.0)  # let every process reach its idle wait (LISTEN)
+            sampler = worker.sample_rss() if sample_rss else None
+            if not opts.mysql:
+                meter.begin()
+            prefill(opts.jobs)
+            meter.start()
+            deadline = time.monotonic() + max(120, opts.jobs / 200)
+            while True:
+                polls += 1
+                if sql_run(DONE_SQL)[0][0] >= opts.jobs:
+                    break
+                if worker.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"drain did not finish; see {worker.log_path}")
+                time.sleep(0.01)
+            meter.stop()
+        finally:
+            worker.stop()  # its backends exit, which sends their last counts to the statistics
+        if sampler is not None:
+            sampler.join()
+            peak_rss = max(peak_rss, worker.peak_rss_kb)
+        (first, last), *_ = sql_run(
             # MariaDB/MySQL: UNIX_TIMESTAMP reads the UTC session (system check E043).
-            "SELECT SUM(status = 'complete'), UNIX_TIMESTAMP(MIN(attempted_at)),"
-            " UNIX_TIMESTAMP(MAX(completed_at)) FROM rexecutor_job"
+            "SELECT UNIX_TIMESTAMP(MIN(attempted_at)), UNIX_TIMESTAMP(MAX(completed_at))"
+            " FROM rexecutor_job"
             if opts.mysql
-            else "SELECT count(*) FILTER (WHERE status = 'complete'),"
-            " extract(epoch FROM min(attempted_at)), extract(epoch FROM max(completed_at))"
+            else "SELECT extract(epoch FROM min(attempted_at)), extract(epoch FROM max(completed_at))"
             " FROM rexecutor_job"
         )
-        done = int(done)
-        if done != opts.jobs:
-            raise RuntimeError(f"drain left {opts.jobs - done} of {opts.jobs} jobs unfinished")
         span = float(last) - float(first)
-        rounds.append(
-            {
-                "jobs_per_s": round(done / span),
-                "claim_to_last_completion_s": round(span, 3),
-                "process_wall_s": round(max(walls), 3),
-            }
-        )
-    rates = [r["jobs_per_s"] for r in rounds]
-    out: dict[str, Any] = {"rounds": rounds, "median": round(statistics.median(rates))}
+        figures: dict[str, Any] = {
+            "jobs_per_s": round(opts.jobs / meter.seconds),
+            "first_claim_to_last_completion_jobs_per_s": round(opts.jobs / span),
+        }
+        if opts.mysql:
+            figures["wall_s"] = round(meter.seconds, 3)
+        else:  # the polls and the one prefill transaction are the benchmark's, not the worker's
+            figures.update(meter.figures(opts.jobs, own_transactions=polls + 1))
+        rounds.append(figures)
+    out = median_round(rounds)
     if sample_rss:
         out["peak_rss_mb"] = round(peak_rss / 1024, 1)
     return out
+
+
+DONE_SQL = "SELECT count(*) FROM rexecutor_job WHERE status = 'complete'"
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -562,25 +612,44 @@ UPDATE rexecutor_job SET status = 'complete', completed_at = now()
 
 
 def ceiling_drain(opts: Options) -> dict[str, Any]:
-    """One connection: claim ``concurrency`` jobs, complete them in one statement, repeat."""
+    """One connection: claim ``concurrency`` jobs, complete them in one statement, repeat (the
+    round trips of one loop, not the machine: see ``ceiling_parallel`` for that)."""
+    from tests.benchmarks.meter import DrainMeter, median_round
 
-    def run() -> tuple[int, float]:
+    rounds = []
+    for _ in range(opts.rounds):
         reset_tables()
         prefill(opts.jobs)
+        meter = DrainMeter(opts.url, os.getpid())
         done = 0
         with raw_connection(opts.url) as conn:
-            started = time.perf_counter()
+            meter.begin()
+            meter.start()
             while True:
                 rows = conn.execute(CLAIM_SQL, [opts.concurrency]).fetchall()
                 if not rows:
                     break
                 done += conn.execute(COMPLETE_SQL, [[r[0] for r in rows]]).rowcount
-            elapsed = time.perf_counter() - started
+            meter.stop()
         if done != opts.jobs:
             raise RuntimeError(f"ceiling drain completed {done} of {opts.jobs}")
-        return done, elapsed
+        figures = meter.figures(done)
+        rounds.append({"jobs_per_s": figures["wall_jobs_per_s"], **figures})
+    return median_round(rounds)
 
-    return best_rate(opts.rounds, run)
+
+def ceiling_parallel_drain(opts: Options) -> dict[str, Any]:
+    from tests.benchmarks import ceiling_parallel
+
+    return ceiling_parallel.measure(
+        opts.url, opts.jobs, opts.rounds, opts.concurrency, opts.concurrency, prefill, reset_tables
+    )
+
+
+def bench_peers(opts: Options) -> dict[str, Any]:
+    from tests.benchmarks.peers import measure_peers
+
+    return measure_peers(opts, list(PEERS))
 
 
 def ceiling_pickup(opts: Options) -> dict[str, Any]:
@@ -650,77 +719,149 @@ def machine() -> dict[str, Any]:
     }
 
 
-def rows_for_table(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    def get(*path: str) -> Any:
-        node: Any = results
-        for key in path:
-            if not isinstance(node, dict) or key not in node:
-                return None
-            node = node[key]
-        return node
+def get(node: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
 
-    def fmt(value: Any, unit: str = "") -> str:
-        if value is None:
-            return "—"
-        if isinstance(value, float) and value < 100:
-            return f"{value:.2f}{unit}"
-        return f"{value:,.0f}{unit}"
 
-    def verdict(key: str, value: Any) -> str:
-        if key not in TARGETS or value is None:
-            return ""
-        op, bound = TARGETS[key]
-        ok = value >= bound if op == ">=" else value <= bound
-        return f"{op} {bound:,g} {'ok' if ok else 'MISSED'}"
+def ratio(value: Any, reference: Any) -> float | None:
+    if not isinstance(value, int | float) or not isinstance(reference, int | float):
+        return None
+    return round(value / reference, 2) if reference else None
 
-    one = get("rexecutor", "enqueue_one", "median")
-    bulk = get("rexecutor", "enqueue_bulk", "median")
-    drain1 = get("rexecutor", "drain_1", "median")
-    drain2 = get("rexecutor", "drain_2", "median")
-    p50 = get("rexecutor", "pickup", "p50_ms")
-    p95 = get("rexecutor", "pickup", "p95_ms")
-    idle = get("rexecutor", "pickup", "idle_rss_mb")
-    busy = get("rexecutor", "drain_1", "peak_rss_mb")
-    return [
-        ("enqueue one by one, jobs/s", fmt(one), fmt(get("ceiling", "insert_one", "median")),
-         "psycopg INSERT … RETURNING, autocommit", verdict("enqueue_one", one)),
-        ("bulk enqueue, jobs/s", fmt(bulk), fmt(get("ceiling", "copy", "median")),
-         "psycopg COPY", verdict("enqueue_bulk", bulk)),
-        ("drain, 1 worker process, jobs/s", fmt(drain1), fmt(get("ceiling", "drain", "median")),
-         "one connection, batched SKIP LOCKED claim + batched completion",
-         verdict("drain_1", drain1)),
-        ("drain, 2 worker processes, jobs/s", fmt(drain2), "", "", ""),
-        ("pickup p50, ms", fmt(p50), fmt(get("ceiling", "pickup", "p50_ms")),
-         "LISTEN → claim", verdict("pickup_p50_ms", p50)),
-        ("pickup p95, ms", fmt(p95), fmt(get("ceiling", "pickup", "p95_ms")), "",
-         verdict("pickup_p95_ms", p95)),
-        ("idle worker RSS, MB", fmt(idle), "", "", verdict("rss_idle_mb", idle)),
-        ("busy worker RSS (peak), MB", fmt(busy), "", "", ""),
+
+def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per system: its drain and what it cost, beside the ceilings and pgqueuer."""
+    ceiling, ours, peers = results["ceiling"], results["rexecutor"], results.get("peers", {})
+    insert_one, copy = get(ceiling, "insert_one", "median"), get(ceiling, "copy", "median")
+    drains: list[tuple[str, Any, Any, Any, Any]] = [
+        # (row, drain, enqueue one, bulk, pickup)
+        ("ceiling minimal, parallel", get(ceiling, "parallel", "minimal"), None, None, None),
+        ("ceiling ours, parallel", get(ceiling, "parallel", "ours"), get(ceiling, "insert_one"),
+         get(ceiling, "copy"), get(ceiling, "pickup")),
+        ("ceiling ours, 1 connection", get(ceiling, "drain"), None, None, None),
+        *((name, get(peers, name, "drain"), get(peers, name, "enqueue_one"),
+           get(peers, name, "enqueue_bulk"), get(peers, name, "pickup")) for name in PEERS),
+        *((f"django-rexecutor --processes {n}", get(ours, f"drain_{n}"),
+           get(ours, "enqueue_one") if n == 1 else None,
+           get(ours, "enqueue_bulk") if n == 1 else None,
+           get(ours, "pickup") if n == 1 else None) for n in DRAIN_PROCESSES.values()),
     ]  # fmt: skip
+    minimal = get(ceiling, "parallel", "minimal", "median")
+    on_ours = get(ceiling, "parallel", "ours", "median")
+    pgqueuer = get(peers, "pgqueuer", "drain", "median")
+    rows = []
+    for name, drain, one, bulk, pickup in drains:
+        rate = get(drain, "median")
+        rows.append(
+            {
+                "row": name,
+                "drain_jobs_per_s": rate,
+                "of_ceiling_minimal": ratio(rate, minimal),
+                "of_ceiling_ours": ratio(rate, on_ours),
+                "of_pgqueuer": ratio(rate, pgqueuer),
+                "worker_cpu_pct_of_core": get(drain, "worker_cpu_pct_of_core"),
+                "machine_busy_pct": get(drain, "machine_busy_pct"),
+                "pg_cpu_pct_of_core": get(drain, "pg_cpu_pct_of_core"),
+                "worker_cpu_us_per_job": get(drain, "worker_cpu_us_per_job"),
+                "db_transactions_per_job": get(drain, "db_transactions_per_job"),
+                "enqueue_one_per_s": get(one, "median"),
+                "enqueue_one_of_insert": ratio(get(one, "median"), insert_one),
+                "enqueue_bulk_per_s": get(bulk, "median"),
+                "enqueue_bulk_of_copy": ratio(get(bulk, "median"), copy),
+                "pickup_p50_ms": get(pickup, "p50_ms"),
+                "pickup_p95_ms": get(pickup, "p95_ms"),
+                "error": get(peers, name, "error"),
+            }
+        )
+    return rows
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and value < 100:
+        return f"{value:.2f}{unit}"
+    return f"{value:,.0f}{unit}"
+
+
+def with_ratio(value: Any, share: Any) -> str:
+    return fmt(value) if share is None else f"{fmt(value)} ({share:.2f})"
 
 
 def print_table(results: dict[str, Any]) -> None:
-    header = ("measure", "django-rexecutor", "plain SQL", "plain SQL is", "target")
-    rows = [header, *rows_for_table(results)]
+    header = (
+        "row", "drain jobs/s", "/ ceiling minimal", "/ ceiling ours", "/ pgqueuer",
+        "worker CPU %", "machine busy %", "PG CPU %", "CPU µs/job", "transactions/job",
+        "enqueue one /s (/ INSERT)", "bulk /s (/ COPY)", "pickup p50 / p95 ms",
+    )  # fmt: skip
+    rows: list[tuple[str, ...]] = [header]
+    for r in results["summary"]:
+        if r["error"]:
+            rows.append((r["row"], f"failed: {r['error']}"[:60], *[""] * (len(header) - 2)))
+            continue
+        pickup = "—" if r["pickup_p50_ms"] is None else (
+            f"{r['pickup_p50_ms']:.2f} / {r['pickup_p95_ms']:.2f}"
+        )  # fmt: skip
+        rows.append(
+            (
+                r["row"], fmt(r["drain_jobs_per_s"]), fmt(r["of_ceiling_minimal"]),
+                fmt(r["of_ceiling_ours"]), fmt(r["of_pgqueuer"]),
+                fmt(r["worker_cpu_pct_of_core"]), fmt(r["machine_busy_pct"]),
+                fmt(r["pg_cpu_pct_of_core"]), fmt(r["worker_cpu_us_per_job"]),
+                fmt(r["db_transactions_per_job"]),
+                with_ratio(r["enqueue_one_per_s"], r["enqueue_one_of_insert"]),
+                with_ratio(r["enqueue_bulk_per_s"], r["enqueue_bulk_of_copy"]), pickup,
+            )
+        )  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [
         "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
     ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     sys.stdout.write("\n".join(lines) + "\n")
+    ours = results["rexecutor"]
+    checks = [
+        ("enqueue_one", get(ours, "enqueue_one", "median")),
+        ("enqueue_bulk", get(ours, "enqueue_bulk", "median")),
+        ("drain_1", get(ours, "drain_1", "median")),
+        ("pickup_p50_ms", get(ours, "pickup", "p50_ms")),
+        ("pickup_p95_ms", get(ours, "pickup", "p95_ms")),
+        ("rss_idle_mb", get(ours, "pickup", "idle_rss_mb")),
+    ]
+    verdicts = []
+    for key, value in checks:
+        if value is not None:
+            op, bound = TARGETS[key]
+            ok = value >= bound if op == ">=" else value <= bound
+            verdicts.append(f"{key} {fmt(value)} {op} {bound:,g} {'ok' if ok else 'MISSED'}")
+    sys.stdout.write(
+        f"\nidle worker RSS (--processes 1): {fmt(get(ours, 'pickup', 'idle_rss_mb'))} MB;"
+        f" peak while draining: {fmt(get(ours, 'drain_1', 'peak_rss_mb'))} MB\n"
+        f"targets (issue 6): {'; '.join(verdicts) or '—'}\n"
+    )
 
 
-def bench_django_tasks(opts: argparse.Namespace) -> dict[str, Any]:
+def bench_django_tasks(opts: Options) -> dict[str, Any]:
     """Django ``@task`` functions through our backend beside django-tasks-db (issue 7), in
     their own database and settings: see ``tasks_bench``."""
     from tests.benchmarks import tasks_bench
 
     jobs = min(opts.jobs, 1000)  # django-tasks-db drains only a few dozen tasks a second
-    return {"rows": tasks_bench.run(opts.url, jobs=jobs, pickups=10), "jobs": jobs}
+    try:
+        return {"rows": tasks_bench.run(opts.url, jobs=jobs, pickups=10), "jobs": jobs}
+    except subprocess.CalledProcessError as exc:  # reported, without losing the run's table
+        return {"error": f"{exc}\n{exc.stderr or ''}"[-2000:], "jobs": jobs}
 
 
 def print_tasks_table(tasks: dict[str, Any] | None) -> None:
     if not tasks:
+        return
+    if "error" in tasks:
+        sys.stdout.write(f"\nDjango @task functions: failed; {tasks['error'].splitlines()[-1]}\n")
         return
     sys.stdout.write(f"\nDjango @task functions ({tasks['jobs']:,} no-op tasks):\n\n")
     sys.stdout.write(
@@ -819,11 +960,15 @@ def main(argv: list[str] | None = None) -> int:
         ("ceiling", ceiling, "insert_one", lambda: ceiling_insert_one(opts)),
         ("ceiling", ceiling, "copy", lambda: ceiling_copy(opts)),
         ("ceiling", ceiling, "drain", lambda: ceiling_drain(opts)),
+        ("ceiling", ceiling, "parallel", lambda: ceiling_parallel_drain(opts)),
         ("ceiling", ceiling, "pickup", lambda: ceiling_pickup(opts)),
+        ("peers", results, "peers", lambda: bench_peers(opts)),
         ("enqueue", ours, "enqueue_one", lambda: bench_enqueue_one(opts)),
         ("bulk", ours, "enqueue_bulk", lambda: bench_enqueue_bulk(opts)),
-        ("drain", ours, "drain_1", lambda: bench_drain(opts, 1, sample_rss=True)),
-        ("drain2", ours, "drain_2", lambda: bench_drain(opts, 2, sample_rss=False)),
+        *(
+            (part, ours, f"drain_{n}", lambda n=n: bench_drain(opts, n, sample_rss=n == 1))
+            for part, n in DRAIN_PROCESSES.items()
+        ),
         ("pickup", ours, "pickup", lambda: bench_pickup(opts)),
         ("tasks", results, "django_tasks", lambda: bench_django_tasks(opts)),
     ]
@@ -841,6 +986,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("bench: the MariaDB row ...\n")
         results["mariadb"] = bench_mariadb(opts, argv)
     results["load_1min_after"] = load_1min()
+    results["summary"] = summary(results)
+    results["command"] = opts.command
     opts.json_path.parent.mkdir(parents=True, exist_ok=True)
     opts.json_path.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
@@ -850,7 +997,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(
         f"\n{m['cpu']} ({m['cores']} cores), PostgreSQL {m['postgresql']}, Python {m['python']},"
         f" Django {m['django']}; load {results['load_1min_before']:.2f} → "
-        f"{results['load_1min_after']:.2f}; JSON: {opts.json_path}\n"
+        f"{results['load_1min_after']:.2f}; synchronous_commit"
+        f" {m['synchronous_commit']}; JSON: {opts.json_path}\ncommand: {opts.command}\n"
     )
     if not opts.keep_logs:
         for log in (REPO / "artifacts").glob("bench-worker-*.log"):

@@ -10,18 +10,18 @@ batch, on two tables:
 * ``ours``: our ``rexecutor_job`` table with all its indexes and triggers, so that the cost
   of our schema is visible as the gap between the two rows.
 
-Reported with the machine's busy share over the drain (``/proc/stat``)."""
+Each drain is measured by ``meter.DrainMeter`` like every other drain of the benchmark (the
+"worker" is this process: its threads do the claiming)."""
 
 from __future__ import annotations
 
-import statistics
+import os
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.benchmarks.peers import machine_ticks
+from tests.benchmarks.meter import DrainMeter, median_round
 
 MINIMAL_TABLE = "bench_minimal_job"
 MINIMAL_DDL = f"""
@@ -77,13 +77,17 @@ def fill_minimal(url: str, count: int) -> None:
 
 def drain_in_parallel(
     url: str, claim_sql: str, complete_sql: str, connections: int, batch: int
-) -> tuple[int, float, int]:
-    """Drain with ``connections`` threads; (jobs done, seconds, machine busy %)."""
+) -> dict[str, Any]:
+    """Drain with ``connections`` threads; the ``DrainMeter`` figures and the jobs done."""
     import psycopg
 
     done = [0] * connections
     errors: list[BaseException] = []
+    # Connected → start together; drained → wait while the meter reads the backends' CPU.
     start = threading.Barrier(connections + 1)
+    drained = threading.Barrier(connections + 1)
+    meter = DrainMeter(url, os.getpid())
+    meter.begin()
 
     def run(slot: int) -> None:
         try:
@@ -92,26 +96,32 @@ def drain_in_parallel(
                 while True:
                     ids = [row[0] for row in conn.execute(claim_sql, [batch]).fetchall()]
                     if not ids:
-                        return
+                        break
                     done[slot] += conn.execute(complete_sql, [ids]).rowcount
+                drained.wait()
+                drained.wait()
         except BaseException as exc:  # noqa: BLE001 - re-raised below, once every thread stopped
             errors.append(exc)
             start.abort()
+            drained.abort()
 
     threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(connections)]
     for thread in threads:
         thread.start()
-    start.wait()
-    busy_before, total_before = machine_ticks()
-    started = time.perf_counter()
+    try:
+        start.wait()
+        meter.start()
+        drained.wait()
+        meter.stop()
+        drained.wait()
+    except threading.BrokenBarrierError:
+        pass
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
-    busy_after, total_after = machine_ticks()
     if errors:
         raise RuntimeError(f"parallel ceiling failed: {errors[0]!r}") from errors[0]
-    busy = round(100 * (busy_after - busy_before) / max(1, total_after - total_before))
-    return sum(done), elapsed, busy
+    jobs = sum(done)
+    return {"jobs": jobs, **meter.figures(jobs)}
 
 
 def measure(
@@ -123,25 +133,22 @@ def measure(
     prefill_ours: Callable[[int], None],
     reset_ours: Callable[[], None],
 ) -> dict[str, Any]:
-    """Both tables, ``rounds`` times each; medians and each round."""
+    """Both tables, ``rounds`` times each; each round, and the round of the median rate."""
     out: dict[str, Any] = {"connections": connections, "batch": batch}
     for name in ("minimal", "ours"):
         rounds_out = []
         for _ in range(rounds):
             if name == "minimal":
                 fill_minimal(url, jobs)
-                done, seconds, busy = drain_in_parallel(
+                figures = drain_in_parallel(
                     url, MINIMAL_CLAIM, MINIMAL_COMPLETE, connections, batch
                 )
             else:
                 reset_ours()
                 prefill_ours(jobs)
-                done, seconds, busy = drain_in_parallel(
-                    url, OURS_CLAIM, OURS_COMPLETE, connections, batch
-                )
-            if done != jobs:
-                raise RuntimeError(f"ceiling ({name}) completed {done} of {jobs}")
-            rounds_out.append({"jobs_per_s": round(done / seconds), "machine_busy_pct": busy})
-        rates = [r["jobs_per_s"] for r in rounds_out]
-        out[name] = {"rounds": rounds_out, "median": round(statistics.median(rates))}
+                figures = drain_in_parallel(url, OURS_CLAIM, OURS_COMPLETE, connections, batch)
+            if figures["jobs"] != jobs:
+                raise RuntimeError(f"ceiling ({name}) completed {figures['jobs']} of {jobs}")
+            rounds_out.append({"jobs_per_s": figures["wall_jobs_per_s"], **figures})
+        out[name] = median_round(rounds_out)
     return out

@@ -7,8 +7,8 @@ as our rows: ``--concurrency`` slots in one worker process, no-op jobs. Measured
 * enqueue one by one and in bulk, through the peer's async API on one connection;
 * drain: the worker is started first and left idle, then ``--jobs`` jobs are enqueued in one
   bulk call; timed from that commit until the last job is done (polled every 10 ms), with the
-  worker's CPU (``/proc/<pid>/stat``) and the machine's busy share (``/proc/stat``) over the
-  same interval;
+  figures of ``meter.DrainMeter`` (worker and PostgreSQL CPU, machine busy share, database
+  transactions per job: the bulk enqueue's own and the polls are not counted);
 * pickup: an idle worker, one job at a time, from the enqueue's commit to ``execute``'s start.
 
 Needs the ``bench`` extra (``pip install -e '.[dev,bench]'``, which ``make bench`` does)."""
@@ -22,11 +22,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
+
+from tests.benchmarks.meter import DrainMeter, median_round, transactions
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
@@ -41,6 +43,7 @@ class Settings(Protocol):
     pickup_jobs: int
     pickup_gap: float
     rounds: int
+    synchronous_commit: str
 
 
 @dataclass
@@ -49,12 +52,12 @@ class Peer:
 
     name: str
     install: Callable[[str], None]
-    enqueue_one: Callable[[str, int], Awaitable[None]]
-    enqueue_bulk: Callable[[str, int], Awaitable[None]]
+    enqueue_one: Callable[[str, int], Coroutine[Any, Any, None]]
+    enqueue_bulk: Callable[[str, int], Coroutine[Any, Any, None]]
     #: ``(url, count, gap, committed)``: enqueue ``count`` stamping jobs keyed 0…count-1, one
     #: every ``gap`` seconds on one connection, noting in ``committed`` when each enqueue
     #: returned.
-    feed_stamps: Callable[[str, int, float, dict[int, float]], Awaitable[None]]
+    feed_stamps: Callable[[str, int, float, dict[int, float]], Coroutine[Any, Any, None]]
     worker: Callable[[str, int], list[str]]
     done_sql: str
 
@@ -67,7 +70,8 @@ def peer_url(url: str, peer: str) -> str:
     return urlunsplit(parts._replace(path=f"{parts.path}_{peer}"))
 
 
-def fresh_database(url: str) -> None:
+def fresh_database(url: str, synchronous_commit: str) -> None:
+    """Create the peer's database afresh, with the ``synchronous_commit`` of ours."""
     import psycopg
 
     parts = urlsplit(url)
@@ -76,6 +80,7 @@ def fresh_database(url: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = {synchronous_commit}')
 
 
 def scalar(url: str, sql: str) -> Any:
@@ -113,11 +118,6 @@ class Process:
             command, env=child_env(url), stdout=self._log, stderr=subprocess.STDOUT
         )
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the process (threads included) so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -131,14 +131,6 @@ class Process:
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise RuntimeError(f"worker exited with {self.proc.returncode}; see {self.log_path}")
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all cores, from the first line of ``/proc/stat``."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])
-    return total - idle, total
 
 
 # -- the measurements ---------------------------------------------------------------------------
@@ -160,7 +152,7 @@ def timed(coroutine: Callable[[], Awaitable[None]]) -> float:
 
 def measure_peer(peer: Peer, opts: Settings) -> dict[str, Any]:
     url = peer_url(opts.url, peer.name)
-    fresh_database(url)
+    fresh_database(url, opts.synchronous_commit)
     peer.install(url)
     out: dict[str, Any] = {}
     out["enqueue_one"] = rate(
@@ -192,45 +184,40 @@ def peer_tables(peer: Peer) -> list[str]:
 
 
 def measure_drain(peer: Peer, url: str, opts: Settings) -> dict[str, Any]:
+    import psycopg
+
+    reset(url, peer)
+    xacts = transactions(url)
+    asyncio.run(peer.enqueue_bulk(url, opts.jobs))
+    bulk_xacts = transactions(url) - xacts  # what the bulk enqueue alone costs, not the drain
     rounds: list[dict[str, Any]] = []
     for round_no in range(opts.rounds):
         reset(url, peer)
         worker = Process(peer.worker(url, opts.concurrency), url, f"{peer.name}-drain{round_no}")
+        meter = DrainMeter(url, worker.proc.pid)
+        polls = 0
         try:
             time.sleep(3.0)  # started and idle: waiting for work
             worker.check_alive()
-            asyncio.run(peer.enqueue_bulk(url, opts.jobs))
-            started = time.perf_counter()
-            cpu_before = worker.cpu_seconds()
-            busy_before, total_before = machine_ticks()
-            deadline = started + max(120, opts.jobs / 200)
-            import psycopg
-
+            meter.begin()
             with psycopg.connect(url, autocommit=True) as conn:
-                while conn.execute(peer.done_sql).fetchone()[0] < opts.jobs:  # type: ignore[index]
+                asyncio.run(peer.enqueue_bulk(url, opts.jobs))
+                meter.start()
+                deadline = time.perf_counter() + max(120, opts.jobs / 200)
+                while True:
+                    polls += 1
+                    if conn.execute(peer.done_sql).fetchone()[0] >= opts.jobs:  # type: ignore[index]
+                        break
                     if time.perf_counter() > deadline:
                         raise RuntimeError(f"{peer.name} did not drain {opts.jobs} jobs in time")
                     worker.check_alive()
                     time.sleep(0.01)
-            elapsed = time.perf_counter() - started
-            cpu = worker.cpu_seconds() - cpu_before
-            busy_after, total_after = machine_ticks()
+                meter.stop()
         finally:
-            worker.stop()
-        rounds.append(
-            {
-                "jobs_per_s": round(opts.jobs / elapsed),
-                "seconds": round(elapsed, 3),
-                "worker_cpu_pct_of_core": round(100 * cpu / elapsed),
-                "worker_cpu_us_per_job": round(1e6 * cpu / opts.jobs, 1),
-                "machine_busy_pct": round(
-                    100 * (busy_after - busy_before) / max(1, total_after - total_before)
-                ),
-            }
-        )
-    median = statistics.median(r["jobs_per_s"] for r in rounds)
-    middle = min(rounds, key=lambda r: abs(r["jobs_per_s"] - median))
-    return {"rounds": rounds, "median": round(median), **{k: middle[k] for k in list(middle)[2:]}}
+            worker.stop()  # its backends exit, which sends their last counts to the statistics
+        figures = meter.figures(opts.jobs, own_transactions=polls + bulk_xacts)
+        rounds.append({"jobs_per_s": figures["wall_jobs_per_s"], **figures})
+    return {"bulk_enqueue_transactions": bulk_xacts, **median_round(rounds)}
 
 
 def measure_pickup(peer: Peer, url: str, opts: Settings) -> dict[str, Any]:
@@ -275,7 +262,7 @@ def read_stamps() -> dict[int, float]:
 
 def pgqueuer_peer() -> Peer:
     async def queries(url: str) -> tuple[Any, Any]:
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
         from pgqueuer import AsyncpgDriver, Queries
 
         connection = await asyncpg.connect(url)
