@@ -273,6 +273,10 @@ class WorkerProcess:
             str(opts.concurrency),
             "--no-cron",
             "--no-pruner",
+            # Warnings only, as the peers' workers run by default: no log line per job (at -v 1,
+            # the default, that line costs a quarter of the drain rate; see performance.md).
+            "-v",
+            "0",
             *args,
             *opts.worker_args,
         ]
