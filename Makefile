@@ -108,6 +108,7 @@ migrations-check: venv
 	$(SQLITE_ENV) $(MANAGE) makemigrations --check --dry-run
 
 bench: venv postgres mariadb
+	$(PYTHON) -m pip install --quiet -e ".[dev,bench]"  # the peers' libraries, for their rows
 	$(POSTGRES_ENV) $(PYTHON) tests/benchmarks/bench.py --mysql-url $(MYSQL_URL) $(BENCH_ARGS)
 
 # The chaos suite starts its own PostgreSQL cluster (CHAOS_PG_PORT, default 5433) and PgBouncer
