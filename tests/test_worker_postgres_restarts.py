@@ -85,7 +85,7 @@ def test_restarts_during_a_drain_run_every_job_exactly_once(
     runs = tmp_path / "runs.txt"
     runs.touch()
     ids = AppendLine.enqueue_many(
-        [{"data": {"path": str(runs), "sleep": 0.005}} for _ in range(TOTAL)]
+        [{"data": {"path": str(runs), "sleep": 0.02}} for _ in range(TOTAL)]
     )
     workers = [
         WorkerProcess(manage_py, subprocess_env, "--concurrency", "5", "-v", "1") for _ in range(2)
