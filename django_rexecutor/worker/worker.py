@@ -1,14 +1,18 @@
 """The worker: claims ready jobs, runs them, records their outcomes.
 
-One orchestrating thread (the one calling ``run()``) does every claim and result write, so the
-hot path is a loop of "claim up to the free slots → hand jobs to long-lived threads → batch the
-acks". ``Worker`` keeps that loop, the life cycle (start-up retry, graceful shutdown) and the
+One orchestrating thread (the one calling ``run()``) decides every claim and owns every running
+attempt, so the hot path is a loop of "start buffered jobs in freed slots → hand the batched
+acks to the completion writer → ask the claim thread for more (free slots plus the prefetch
+buffer)"; where the database takes one writer at a time, the claim and the acks run on this
+thread itself. ``Worker`` keeps that loop, the life cycle (start-up retry, graceful shutdown) and the
 signals, and wires its parts together:
 
 - ``attempts``: the table of running attempts (capacity, the sync pool and the event loop,
   time-outs, cancel requests);
-- ``claims``: the claim round trip and the jobs of a claim whose reply was lost;
-- ``acks``: the result queue (batched fenced completions, the other outcomes one by one);
+- ``claims``: the claim round trip (on ``claimthread``), the prefetch buffer (``prefetch``)
+  and the jobs of a claim whose reply was lost;
+- ``acks``: the result queue (batched fenced completions, written by ``completions``; the
+  other outcomes one by one);
 - ``wakeups``: the waker thread and the backend's notifier;
 - ``heartbeat`` (alive + rescue), ``plugins`` (cron, pruner) and ``identity``."""
 
